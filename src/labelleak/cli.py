@@ -1,0 +1,140 @@
+"""The ``labelleak`` command line: a thin layer over the library.
+
+User errors print one line on stderr and exit with status 2; an interrupted run exits with 130 and
+resumes when rerun with the same output folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labelleak.errors import LabelleakError
+
+DEMO_CONFIG: dict[str, Any] = {
+    "dataset": "digits",
+    "methods": ["retrain", "finetune", "random-label", "amnesiac", "neg-grad"],
+    "forget": ["each", {"random_pairs": 3}],
+    "seeds": [0],
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="labelleak")
+def cli() -> None:
+    """Label-leakage attacks on machine-unlearned classifiers: which class was forgotten?"""
+
+
+def _cache_option(function: Any) -> Any:
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="where trained models are cached (default: $LABELLEAK_CACHE, else ~/.cache/labelleak)",
+    )(function)
+
+
+def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
+    from labelleak.experiment.runner import ExperimentRunner
+    from labelleak.experiment.store import default_cache_dir
+    from labelleak.report import unlearning_summary
+
+    runner = ExperimentRunner(config, out, cache_dir or default_cache_dir(), progress=not quiet)
+    table = runner.run()
+    click.echo(unlearning_summary(table))
+    click.echo(f"\nresults written to {out}/ (unlearning.csv, config.resolved.yaml)")
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="results folder; rerunning with the same folder resumes")
+@_cache_option
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="folder with the real datasets (overrides data_dir in the config)")
+@click.option("--device", default=None, help="auto, cpu, cuda, ... (overrides the config)")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def run(
+    config_path: Path,
+    out: Path,
+    cache_dir: Path | None,
+    data_dir: Path | None,
+    device: str | None,
+    quiet: bool,
+) -> None:
+    """Run the grid described by CONFIG.yaml and write its results to --out."""
+    from labelleak.experiment.config import load_config
+
+    overrides = {
+        "data_dir": str(data_dir.resolve()) if data_dir is not None else None,
+        "device": device,
+    }
+    _run(load_config(config_path, overrides), out, cache_dir, quiet)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-results"),
+              show_default=True, help="results folder")
+@_cache_option
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def demo(out: Path, cache_dir: Path | None, quiet: bool) -> None:
+    """The whole pipeline on scikit-learn's bundled digits: nothing to download."""
+    from labelleak.experiment.config import parse_config
+
+    _run(parse_config(DEMO_CONFIG), out, cache_dir, quiet)
+
+
+@cli.command()
+def datasets() -> None:
+    """List the datasets, their default architectures and unrelated siblings."""
+    from labelleak.data import DATASETS
+
+    for spec in DATASETS.values():
+        where = "needs --data-dir" if spec.needs_data_dir else "bundled"
+        click.echo(f"{spec.name:<14} arch={spec.default_arch:<9} unrelated={spec.unrelated:<14}"
+                   f"{where:<16} {spec.description}")
+
+
+@cli.command()
+def methods() -> None:
+    """List the unlearning methods and their hyperparameters with defaults."""
+    from labelleak.unlearning import METHODS
+
+    for name, cls in METHODS.items():
+        click.echo(f"{name:<13} {cls.summary}")
+        for field, info in cls.Config.model_fields.items():
+            click.echo(f"    {field} = {info.default!r}: {info.description}")
+
+
+@cli.command()
+def archs() -> None:
+    """List the architectures."""
+    from labelleak.models import ARCHITECTURE_NOTES
+
+    for name, note in ARCHITECTURE_NOTES.items():
+        click.echo(f"{name:<9} {note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line and exit 2 for user errors, exit 130 on Ctrl-C."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except LabelleakError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The interface every architecture implements, so attacks can read any model the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ImageClassifier(nn.Module):
+    """A classifier split into a feature extractor and one final linear layer.
+
+    ``forward(x)`` takes images in ``[0, 1]`` of shape ``(N, C, H, W)``, normalises them with the
+    dataset statistics held as buffers, and returns logits ``(N, K)``. Attacks rely on two stable
+    names: :meth:`features` (``(N, C, H, W) -> (N, D)``, the input of the last layer) and
+    :attr:`classifier` (an ``nn.Linear(D, K)`` whose row ``k`` scores class ``k``).
+    """
+
+    classifier: nn.Linear
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.tensor(list(mean)).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(list(std)).view(1, -1, 1, 1))
+
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised images ``(N, C, H, W)`` to features ``(N, D)``."""
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``(N, D)`` of images ``(N, C, H, W)`` in ``[0, 1]``."""
+        return self.backbone((x - self.input_mean) / self.input_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features

@@ -1,0 +1,124 @@
+"""The interface every unlearning method implements, and the registry that names them.
+
+Adding a method is one file: subclass :class:`UnlearningMethod`, give it a pydantic ``Config`` whose
+defaults are documented, implement :meth:`UnlearningMethod.unlearn`, and decorate the class with
+``@register("name")``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from labelleak.errors import LabelleakError, unknown_choice
+from labelleak.models.base import ImageClassifier
+from labelleak.training import GradientRecorder, TrainConfig
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's hyperparameters: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class UnlearningTask:
+    """Everything an unlearning method may use. Methods must not modify ``original``.
+
+    Images are ``(N, C, H, W)`` float tensors in ``[0, 1]``, labels ``(N,)`` int64, all on the CPU;
+    ``device`` is where to compute.
+    """
+
+    original: ImageClassifier
+    new_model: Callable[[], ImageClassifier]
+    train_config: TrainConfig
+    retain_x: torch.Tensor
+    retain_y: torch.Tensor
+    forget_x: torch.Tensor
+    forget_y: torch.Tensor
+    forget_classes: tuple[int, ...]
+    num_classes: int
+    seed: int
+    device: torch.device
+    #: What the original's training run recorded for methods that need it (see ``records_training``).
+    training_record: dict[str, torch.Tensor] | None = None
+    progress: bool = False
+
+    def copy_original(self) -> ImageClassifier:
+        """A trainable deep copy of the original model on ``device``."""
+        return copy.deepcopy(self.original).to(self.device)
+
+
+class UnlearningMethod:
+    """Removes the forgotten classes from a trained model; see :class:`UnlearningTask`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    summary: ClassVar[str] = ""
+    #: True when the original's training run must use :meth:`recorder` (amnesiac unlearning).
+    needs_training_record: ClassVar[bool] = False
+
+    def __init__(self, config: MethodConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise TypeError("pass either a config object or keyword parameters, not both")
+        self.config = config if config is not None else make_config(self.name, params)
+
+    @classmethod
+    def recorder(cls, model: ImageClassifier, num_classes: int) -> GradientRecorder | None:
+        """A recorder the ORIGINAL training run must use for this method, or ``None``.
+
+        Methods that need information only available during training (amnesiac unlearning) return
+        one; its ``record()`` becomes :attr:`UnlearningTask.training_record`.
+        """
+        return None
+
+    def unlearn(self, task: UnlearningTask) -> ImageClassifier:
+        """Return a new model with ``task.forget_classes`` removed."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[UnlearningMethod]] = {}
+
+
+def register(name: str) -> Callable[[type[UnlearningMethod]], type[UnlearningMethod]]:
+    """Class decorator adding an unlearning method to :data:`METHODS` under ``name``."""
+
+    def decorate(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+        if name in METHODS:
+            raise ValueError(f"unlearning method {name!r} is registered twice")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_method_class(name: str) -> type[UnlearningMethod]:
+    """The registered class for ``name``; an unknown name lists the valid ones."""
+    if name not in METHODS:
+        raise unknown_choice("unlearning method", name, METHODS)
+    return METHODS[name]
+
+
+def make_config(name: str, params: dict[str, Any] | None) -> MethodConfig:
+    """Validate ``params`` against method ``name``'s config, with a one-line error."""
+    cls = get_method_class(name)
+    try:
+        return cls.Config(**(params or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(config)"
+        raise LabelleakError(
+            f"bad parameter for method {name!r}: {where}: {first['msg']}; "
+            f"valid parameters: {', '.join(cls.Config.model_fields) or 'none'}"
+        ) from None
+
+
+def build_method(name: str, params: dict[str, Any] | None = None) -> UnlearningMethod:
+    """Instantiate method ``name`` with its config built from ``params``."""
+    return get_method_class(name)(make_config(name, params))
