@@ -50,11 +50,19 @@ def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="results folder; rerunning with the same folder resumes")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="results folder; rerunning with the same folder resumes",
+)
 @_cache_option
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="folder with the real datasets (overrides data_dir in the config)")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder with the real datasets (overrides data_dir in the config)",
+)
 @click.option("--device", default=None, help="auto, cpu, cuda, ... (overrides the config)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def run(
@@ -76,8 +84,13 @@ def run(
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-results"),
-              show_default=True, help="results folder")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-results"),
+    show_default=True,
+    help="results folder",
+)
 @_cache_option
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def demo(out: Path, cache_dir: Path | None, quiet: bool) -> None:
@@ -94,8 +107,10 @@ def datasets() -> None:
 
     for spec in DATASETS.values():
         where = "needs --data-dir" if spec.needs_data_dir else "bundled"
-        click.echo(f"{spec.name:<14} arch={spec.default_arch:<9} unrelated={spec.unrelated:<14}"
-                   f"{where:<16} {spec.description}")
+        click.echo(
+            f"{spec.name:<14} arch={spec.default_arch:<9} unrelated={spec.unrelated:<14}"
+            f"{where:<16} {spec.description}"
+        )
 
 
 @cli.command()

@@ -12,8 +12,12 @@ from labelleak.training import predict_logits
 
 
 def class_accuracies(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, forget_classes: Sequence[int],
-    *, device: torch.device | str = "cpu",
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    forget_classes: Sequence[int],
+    *,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Accuracy of ``model`` on ``x``, ``y`` split by whether the label was forgotten.
 

@@ -54,7 +54,7 @@ class GradientRecorder(Protocol):
 def make_optimizer(
     params: list[nn.Parameter], config: TrainConfig, lr: float | None = None
 ) -> torch.optim.Optimizer:
-    """Build the optimiser that ``config`` names, at learning rate ``lr`` (default ``config.lr``)."""
+    """The optimiser ``config`` names, at learning rate ``lr`` (default: ``config.lr``)."""
     rate = config.lr if lr is None else lr
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=rate, weight_decay=config.weight_decay)
@@ -97,13 +97,16 @@ def train_model(
     lr: float | None = None,
     epochs: int | None = None,
     recorder: GradientRecorder | None = None,
+    stop_after_epoch: Callable[[nn.Module], bool] | None = None,
     progress: bool = False,
     desc: str = "train",
 ) -> nn.Module:
     """Train ``model`` in place on images ``x`` ``(N, C, H, W)`` and labels ``y`` ``(N,)``.
 
     ``lr`` and ``epochs`` override the recipe (fine-tuning uses them); ``recorder`` replaces the
-    backward pass. The same model, data, config and ``seed`` give the same weights.
+    backward pass; ``stop_after_epoch(model)`` is asked after every epoch whether to stop early
+    (the learning-rate schedule keeps the length of all ``epochs``). The same model, data, config
+    and ``seed`` give the same weights.
     """
     if len(x) == 0:
         raise LabelleakError("cannot train on an empty dataset")
@@ -135,6 +138,9 @@ def train_model(
             optimizer.step()
             step += 1
             bar.update()
+        if stop_after_epoch is not None and stop_after_epoch(model):
+            break
+        model.train()
     bar.close()
     model.eval()
     return model

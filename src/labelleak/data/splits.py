@@ -127,7 +127,10 @@ def make_splits(
     """
     if not 0.0 <= attacker_fraction < 1.0:
         raise LabelleakError(f"attacker_fraction must be in [0, 1), got {attacker_fraction}")
-    for label, cap in (("subsample_per_class", subsample_per_class), ("test_per_class", test_per_class)):
+    for label, cap in (
+        ("subsample_per_class", subsample_per_class),
+        ("test_per_class", test_per_class),
+    ):
         if cap is not None and cap < 2:
             raise LabelleakError(f"{label} must be at least 2, got {cap}")
     rng = np.random.default_rng(split_seed)

@@ -46,8 +46,9 @@ class ExperimentConfig(BaseModel):
     arch: str | None = Field(None, description="architecture; None = each dataset's default")
     subsample_per_class: int | None = Field(None, ge=2, description="training images per class")
     test_per_class: int | None = Field(None, ge=2, description="test images per class")
-    attacker_fraction: float = Field(0.1, ge=0, lt=1, description="training data kept back for "
-                                     "the attacker, per class")
+    attacker_fraction: float = Field(
+        0.1, ge=0, lt=1, description="training data kept back for the attacker, per class"
+    )
     split_seed: int = Field(0, ge=0, description="seed of the data splits and random forget sets")
     methods: list[str] = Field(list(PAPER_METHODS), min_length=1, description="unlearning methods")
     method_params: dict[str, dict[str, Any]] = Field({}, description="per-method hyperparameters")
@@ -75,8 +76,11 @@ class ExperimentConfig(BaseModel):
 
     def forget_sets(self, num_classes: int) -> list[tuple[int, ...]]:
         """The resolved forgotten class sets, in config order, without duplicates."""
-        items = self.forget if isinstance(self.forget, list) and not _is_class_set(self.forget) \
+        items = (
+            self.forget
+            if isinstance(self.forget, list) and not _is_class_set(self.forget)
             else [self.forget]
+        )
         sets: list[tuple[int, ...]] = []
         rng = np.random.default_rng(self.split_seed)
         for item in items:
@@ -91,9 +95,7 @@ def _is_class_set(value: list[Any]) -> bool:
     return bool(value) and all(isinstance(v, int) for v in value)
 
 
-def _expand_forget_item(
-    item: Any, num_classes: int, rng: np.random.Generator
-) -> list[list[int]]:
+def _expand_forget_item(item: Any, num_classes: int, rng: np.random.Generator) -> list[list[int]]:
     if item == "each":
         return [[c] for c in range(num_classes)]
     if isinstance(item, int):
@@ -101,7 +103,7 @@ def _expand_forget_item(
     if isinstance(item, list) and all(isinstance(v, int) for v in item):
         return [item]
     if isinstance(item, dict) and len(item) == 1:
-        (kind, value), = item.items()
+        ((kind, value),) = item.items()
         if kind == "random_pairs":
             return _random_sets(2, value, num_classes, rng)
         if kind == "random_sets" and isinstance(value, dict) and set(value) == {"size", "count"}:
@@ -119,8 +121,9 @@ def _random_sets(size: Any, count: Any, num_classes: int, rng: np.random.Generat
         raise LabelleakError(f"random forget set size must be 1..{num_classes - 1}, got {size}")
     combos = list(itertools.combinations(range(num_classes), size))
     if count > len(combos):
-        raise LabelleakError(f"only {len(combos)} distinct sets of {size} classes exist; "
-                             f"asked for {count}")
+        raise LabelleakError(
+            f"only {len(combos)} distinct sets of {size} classes exist; asked for {count}"
+        )
     chosen = rng.choice(len(combos), size=count, replace=False)
     return [list(combos[i]) for i in sorted(chosen)]
 

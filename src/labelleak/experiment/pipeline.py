@@ -17,12 +17,12 @@ from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.store import ArtifactStore
 from labelleak.models import build_model
 from labelleak.models.base import ImageClassifier
-from labelleak.training import TrainConfig, train_model
+from labelleak.training import train_model
 from labelleak.unlearning import UnlearningTask, build_method, get_method_class
 from labelleak.utils import content_hash, seed_everything
 
 #: Bump when a change to training or model code makes cached models stale.
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = 2
 RECORD = "training_record"
 
 
@@ -114,7 +114,9 @@ class Pipeline:
         recorder = None
         if self.needs_record:
             # One recorder serves every method that needs one; today only amnesiac does.
-            first = next(m for m in self.config.methods if get_method_class(m).needs_training_record)
+            first = next(
+                m for m in self.config.methods if get_method_class(m).needs_training_record
+            )
             recorder = get_method_class(first).recorder(model, splits.num_classes)
         started = time.perf_counter()
         train_model(
@@ -182,5 +184,3 @@ class Pipeline:
         seconds = time.perf_counter() - started
         self.store.save("unlearned", key, unlearned, {"spec": spec, "seconds": seconds})
         return BuiltModel(unlearned, key, seconds)
-
-

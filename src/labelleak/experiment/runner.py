@@ -99,8 +99,9 @@ class ExperimentRunner:
         self.config = config
         self.out_dir = Path(out_dir)
         self.cells_dir = self.out_dir / "cells" / "unlearning"
-        self.pipeline = Pipeline(config, ArtifactStore(cache_dir), resolve_device(config.device),
-                                 progress=progress)
+        self.pipeline = Pipeline(
+            config, ArtifactStore(cache_dir), resolve_device(config.device), progress=progress
+        )
         self.progress = progress
 
     def cell_path(self, cell: Cell) -> Path:
@@ -123,7 +124,9 @@ class ExperimentRunner:
         todo = [cell for cell in cells if not self.cell_path(cell).is_file()]
         bar = tqdm(todo, desc="grid", unit="model", disable=not self.progress)
         for cell in bar:
-            bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {format_classes(cell.forget)}")
+            bar.set_postfix_str(
+                f"{cell.dataset} {cell.method} forget {format_classes(cell.forget)}"
+            )
             row = self.run_cell(cell)
             write_text_atomic(self.cell_path(cell), json.dumps(row))
             self.write_table(cells)
@@ -134,10 +137,12 @@ class ExperimentRunner:
         original = self.pipeline.original(cell.dataset, cell.seed)
         target = self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.forget)
         x_test, y_test = splits.test_data()
-        after = class_accuracies(target.model, x_test, y_test, cell.forget,
-                                 device=self.pipeline.device)
-        before = class_accuracies(original.model, x_test, y_test, cell.forget,
-                                  device=self.pipeline.device)
+        after = class_accuracies(
+            target.model, x_test, y_test, cell.forget, device=self.pipeline.device
+        )
+        before = class_accuracies(
+            original.model, x_test, y_test, cell.forget, device=self.pipeline.device
+        )
         return {
             "dataset": cell.dataset,
             "arch": self.config.arch_for(cell.dataset),

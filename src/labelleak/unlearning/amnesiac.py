@@ -57,7 +57,7 @@ class ClassUpdateRecorder:
 
 
 class AmnesiacConfig(MethodConfig):
-    scale: float = Field(1.0, gt=0, description="multiple of the recorded updates to subtract")
+    scale: float = Field(1.0, gt=0, description="multiple of the recorded updates to undo")
     repair_epochs: int = Field(1, ge=0, description="passes over the retained data afterwards")
     repair_lr_scale: float = Field(
         0.2, gt=0, description="repair learning rate as a multiple of the original's peak rate"
@@ -87,7 +87,8 @@ class Amnesiac(UnlearningMethod):
         with torch.no_grad():
             for name, param in model.named_parameters():
                 update = task.training_record[RECORD_PREFIX + name][classes].sum(dim=0)
-                param.sub_(config.scale * update.to(param.device))
+                # Training stepped against the gradient; undoing it steps along the gradient.
+                param.add_(config.scale * update.to(param.device))
         if config.repair_epochs == 0:
             return model.eval()
         return train_model(

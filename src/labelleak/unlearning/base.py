@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models.base import ImageClassifier
-from labelleak.training import GradientRecorder, TrainConfig
+from labelleak.training import GradientRecorder, TrainConfig, accuracy
 
 
 class MethodConfig(BaseModel):
@@ -45,9 +45,24 @@ class UnlearningTask:
     num_classes: int
     seed: int
     device: torch.device
-    #: What the original's training run recorded for methods that need it (see ``records_training``).
+    #: What the original's training recorded, for methods with ``needs_training_record``.
     training_record: dict[str, torch.Tensor] | None = None
     progress: bool = False
+
+    def forget_probe(self, size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed random sample of at most ``size`` forget samples, for stopping criteria."""
+        generator = torch.Generator().manual_seed(self.seed)
+        picks = torch.randperm(len(self.forget_y), generator=generator)[:size]
+        return self.forget_x[picks], self.forget_y[picks]
+
+    def forgotten_enough(self, level: float, size: int = 512) -> Callable[[torch.nn.Module], bool]:
+        """A stopping rule: true once accuracy on :meth:`forget_probe` is at most ``level``."""
+        probe_x, probe_y = self.forget_probe(size)
+
+        def check(model: torch.nn.Module) -> bool:
+            return accuracy(model, probe_x, probe_y, device=self.device) <= level
+
+        return check
 
     def copy_original(self) -> ImageClassifier:
         """A trainable deep copy of the original model on ``device``."""

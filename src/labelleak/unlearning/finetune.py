@@ -10,12 +10,14 @@ from labelleak.unlearning.base import MethodConfig, UnlearningMethod, Unlearning
 
 
 class FinetuneConfig(MethodConfig):
-    epochs: int = Field(2, ge=1, description="passes over the retained data")
+    epochs: int | None = Field(
+        None, ge=1, description="passes over the retained data; None = the original recipe's"
+    )
     lr_scale: float = Field(
-        1.0,
+        3.0,
         gt=0,
-        description="learning rate as a multiple of the original recipe's peak rate; at the "
-        "rate the original ended with, the forgotten class survives",
+        description="peak learning rate as a multiple of the original recipe's (the schedule is "
+        "the recipe's); at the rate the original ended with, the forgotten class survives",
     )
 
 

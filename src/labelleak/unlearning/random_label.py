@@ -12,7 +12,7 @@ from labelleak.unlearning.base import MethodConfig, UnlearningMethod, Unlearning
 
 
 class RandomLabelConfig(MethodConfig):
-    epochs: int = Field(1, ge=1, description="passes over retained plus relabelled forget data")
+    epochs: int = Field(2, ge=1, description="passes over retained plus relabelled forget data")
     lr_scale: float = Field(
         0.5, gt=0, description="learning rate as a multiple of the original recipe's peak rate"
     )
