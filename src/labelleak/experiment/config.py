@@ -12,8 +12,9 @@ Keys (see ``configs/`` for examples)::
     attacks: []                    # label-leakage attacks and baselines by name
 
 ``forget`` also accepts a list mixing those forms, e.g. ``[each, {random_pairs: 10}]``, and
-``{random_sets: {size: 3, count: 5}}``. Relative ``data_dir`` paths are resolved against the
-config file's folder.
+``{random_sets: {size: 3, count: 5}}``; a flat list of class ids such as ``[2, 7]`` is ONE set.
+A relative ``data_dir`` is resolved against the current working directory (run from the
+repository root, ``../shared/data`` is the shared data folder).
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse_config(raw: Any, base_dir: Path | None = None) -> ExperimentConfig:
+def parse_config(raw: Any) -> ExperimentConfig:
     """Validate a parsed YAML mapping into an :class:`ExperimentConfig` (one-line errors)."""
     if not isinstance(raw, dict):
         raise LabelleakError("the config must be a YAML mapping of keys to values (see configs/)")
@@ -175,11 +176,9 @@ def parse_config(raw: Any, base_dir: Path | None = None) -> ExperimentConfig:
         config = ExperimentConfig(**raw)
     except ValidationError as error:
         raise LabelleakError(f"bad config: {_first_error(error)}") from None
-    if config.data_dir is not None and base_dir is not None:
-        data_dir = Path(config.data_dir).expanduser()
-        if not data_dir.is_absolute():
-            data_dir = base_dir / data_dir
-        config = config.model_copy(update={"data_dir": str(data_dir.resolve())})
+    if config.data_dir is not None:
+        data_dir = Path(config.data_dir).expanduser().resolve()
+        config = config.model_copy(update={"data_dir": str(data_dir)})
     return config
 
 
@@ -196,7 +195,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
         raise LabelleakError(f"config file {path} is not valid YAML{where}") from None
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
-    return parse_config(raw, base_dir=path.parent)
+    return parse_config(raw)
 
 
 def known_datasets() -> list[str]:

@@ -1,12 +1,15 @@
-"""Build (or fetch from the cache) the models of a grid: originals and unlearned targets.
+"""Build (or fetch from the cache) the models of a grid: originals, unlearned targets, shadows.
 
 Every model is addressed by the hash of what determines it, so one grid never trains the same model
-twice and a rerun trains nothing.
+twice and a rerun trains nothing. The attacker's shadow models go through the same two steps as
+the targets (train an original, unlearn it), on the attacker's own data and seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +20,11 @@ from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.store import ArtifactStore
 from labelleak.models import build_model
 from labelleak.models.base import ImageClassifier
-from labelleak.training import train_model
-from labelleak.unlearning import UnlearningTask, build_method, get_method_class
+from labelleak.training import TrainConfig, train_model
+from labelleak.unlearning import UnlearningMethod, UnlearningTask, build_method, get_method_class
 from labelleak.utils import content_hash, seed_everything
 
-#: Bump when a change to training or model code makes cached models stale.
+#: Bump when a change to training, model or method code makes cached models stale.
 ARTIFACT_VERSION = 2
 RECORD = "training_record"
 
@@ -34,6 +37,22 @@ class BuiltModel:
     key: str
     seconds: float
     record: dict[str, torch.Tensor] | None = None
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short hash of tensors' contents (for cache keys of data sets)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _needing_record(methods: Sequence[str]) -> str | None:
+    """The first of ``methods`` whose original must be trained with a recorder, if any.
+
+    One recorder serves every such method; today only amnesiac needs one.
+    """
+    return next((m for m in methods if get_method_class(m).needs_training_record), None)
 
 
 class Pipeline:
@@ -51,10 +70,8 @@ class Pipeline:
         self.device = device
         self.progress = progress
         self._splits: dict[str, DataSplits] = {}
-        self._originals: dict[tuple[str, int], BuiltModel] = {}
-        self.needs_record = any(
-            get_method_class(name).needs_training_record for name in config.methods
-        )
+        self._memo: dict[str, BuiltModel] = {}
+        self.record_for = _needing_record(config.methods)
 
     def splits(self, dataset: str) -> DataSplits:
         if dataset not in self._splits:
@@ -76,22 +93,27 @@ class Pipeline:
             self.config.arch_for(dataset), data.input_shape, data.num_classes, data.mean, data.std
         )
 
-    def _base_spec(self, dataset: str, seed: int) -> dict[str, Any]:
-        splits = self.splits(dataset)
-        return {
-            "version": ARTIFACT_VERSION,
-            "data": splits.fingerprint(),
-            "arch": self.config.arch_for(dataset),
-            "train": self.config.train_config(dataset).model_dump(),
-            "seed": seed,
-        }
+    # -- the two building blocks -------------------------------------------------------------
 
-    def original(self, dataset: str, seed: int) -> BuiltModel:
-        """The never-unlearned model trained on the target's whole training set."""
-        if (dataset, seed) in self._originals:
-            return self._originals[(dataset, seed)]
-        spec = {**self._base_spec(dataset, seed), "recorded": self.needs_record}
+    def _trained(
+        self,
+        dataset: str,
+        seed: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        data_id: str,
+        role: str,
+        record_for: str | None,
+    ) -> BuiltModel:
+        """A model trained from scratch on ``x``, ``y`` with the dataset's recipe, cached.
+
+        ``record_for`` names a method whose recorder the training must use (amnesiac), if any.
+        """
+        record = record_for is not None
+        spec = {**self._recipe_spec(dataset, seed, data_id), "role": role, "recorded": record}
         key = content_hash(spec)
+        if key in self._memo:
+            return self._memo[key]
         model = self.new_model(dataset, seed)
         if self.store.has("original", key):
             self.store.load_model("original", key, model)
@@ -102,85 +124,141 @@ class Pipeline:
                 self.store.load_tensors("original", key, RECORD),
             )
         else:
-            built = self._train_original(dataset, seed, model, key, spec)
-        self._originals[(dataset, seed)] = built
+            recorder = None
+            if record_for is not None:
+                num_classes = self.splits(dataset).num_classes
+                recorder = get_method_class(record_for).recorder(model, num_classes)
+            started = time.perf_counter()
+            train_model(
+                model,
+                x,
+                y,
+                self.config.train_config(dataset),
+                seed=seed,
+                device=self.device,
+                recorder=recorder,
+                progress=self.progress,
+                desc=f"train {role} {dataset} seed {seed}",
+            )
+            seconds = time.perf_counter() - started
+            trace = recorder.record() if recorder is not None else None  # type: ignore[attr-defined]
+            model.cpu().eval()
+            extra = {RECORD: trace} if trace is not None else None
+            self.store.save("original", key, model, {"spec": spec, "seconds": seconds}, extra)
+            built = BuiltModel(model, key, seconds, trace)
+        self._memo[key] = built
         return built
 
-    def _train_original(
-        self, dataset: str, seed: int, model: ImageClassifier, key: str, spec: dict[str, Any]
+    def _unlearned(
+        self,
+        dataset: str,
+        seed: int,
+        source: BuiltModel,
+        method: UnlearningMethod,
+        forget: tuple[int, ...],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        recipe_spec: dict[str, Any],
     ) -> BuiltModel:
-        splits = self.splits(dataset)
-        x, y = splits.target_data()
-        recorder = None
-        if self.needs_record:
-            # One recorder serves every method that needs one; today only amnesiac does.
-            first = next(
-                m for m in self.config.methods if get_method_class(m).needs_training_record
-            )
-            recorder = get_method_class(first).recorder(model, splits.num_classes)
-        started = time.perf_counter()
-        train_model(
-            model,
-            x,
-            y,
-            self.config.train_config(dataset),
-            seed=seed,
-            device=self.device,
-            recorder=recorder,
-            progress=self.progress,
-            desc=f"train original {dataset} seed {seed}",
-        )
-        seconds = time.perf_counter() - started
-        record = recorder.record() if recorder is not None else None  # type: ignore[attr-defined]
-        model.cpu()
-        self.store.save(
-            "original",
-            key,
-            model,
-            {"spec": spec, "seconds": seconds},
-            {RECORD: record} if record is not None else None,
-        )
-        return BuiltModel(model.eval(), key, seconds, record)
-
-    def unlearned(
-        self, dataset: str, seed: int, method_name: str, forget: tuple[int, ...]
-    ) -> BuiltModel:
-        """The original of ``(dataset, seed)`` with the classes ``forget`` removed by a method."""
-        method = build_method(method_name, self.config.method_params.get(method_name))
-        original = self.original(dataset, seed)
+        """``source`` with the classes ``forget`` removed from its training data ``x``, ``y``."""
         spec = {
             # Retrain never reads the original, so its key must not depend on how that was made.
-            "source": self._base_spec(dataset, seed) if method_name == "retrain" else original.key,
-            "method": method_name,
+            "source": recipe_spec if method.name == "retrain" else source.key,
+            "method": method.name,
             "params": method.config.model_dump(),
             "forget": list(forget),
         }
         key = content_hash(spec)
+        if key in self._memo:
+            return self._memo[key]
         model = self.new_model(dataset, seed)
         if self.store.has("unlearned", key):
             self.store.load_model("unlearned", key, model)
-            return BuiltModel(model.eval(), key, self.store.meta("unlearned", key)["seconds"])
-        splits = self.splits(dataset)
-        retain_x, retain_y = splits.retain_data(forget)
-        forget_x, forget_y = splits.forget_data(forget)
+            built = BuiltModel(model.eval(), key, self.store.meta("unlearned", key)["seconds"])
+            self._memo[key] = built
+            return built
+        forgotten = torch.isin(y, torch.tensor(forget))
         task = UnlearningTask(
-            original=original.model,
+            original=source.model,
             new_model=lambda: self.new_model(dataset, seed),
             train_config=self.config.train_config(dataset),
-            retain_x=retain_x,
-            retain_y=retain_y,
-            forget_x=forget_x,
-            forget_y=forget_y,
+            retain_x=x[~forgotten],
+            retain_y=y[~forgotten],
+            forget_x=x[forgotten],
+            forget_y=y[forgotten],
             forget_classes=forget,
-            num_classes=splits.num_classes,
+            num_classes=self.splits(dataset).num_classes,
             seed=seed,
             device=self.device,
-            training_record=original.record,
-            progress=self.progress,
+            training_record=source.record,
         )
         seed_everything(seed)
         started = time.perf_counter()
         unlearned = method.unlearn(task).cpu().eval()
         seconds = time.perf_counter() - started
         self.store.save("unlearned", key, unlearned, {"spec": spec, "seconds": seconds})
-        return BuiltModel(unlearned, key, seconds)
+        built = BuiltModel(unlearned, key, seconds)
+        self._memo[key] = built
+        return built
+
+    def _recipe_spec(self, dataset: str, seed: int, data_id: str) -> dict[str, Any]:
+        return {
+            "version": ARTIFACT_VERSION,
+            "data": data_id,
+            "arch": self.config.arch_for(dataset),
+            "train": self.train_config(dataset).model_dump(),
+            "seed": seed,
+        }
+
+    def train_config(self, dataset: str) -> TrainConfig:
+        return self.config.train_config(dataset)
+
+    # -- the target's models -----------------------------------------------------------------
+
+    def original(self, dataset: str, seed: int) -> BuiltModel:
+        """The never-unlearned model trained on the target's whole training set."""
+        splits = self.splits(dataset)
+        x, y = splits.target_data()
+        return self._trained(dataset, seed, x, y, splits.fingerprint(), "original", self.record_for)
+
+    def unlearned(
+        self, dataset: str, seed: int, method_name: str, forget: tuple[int, ...]
+    ) -> BuiltModel:
+        """The original of ``(dataset, seed)`` with the classes ``forget`` removed by a method."""
+        method = build_method(method_name, self.config.method_params.get(method_name))
+        splits = self.splits(dataset)
+        x, y = splits.target_data()
+        recipe = {**self._recipe_spec(dataset, seed, splits.fingerprint()), "role": "original"}
+        return self._unlearned(
+            dataset, seed, self.original(dataset, seed), method, forget, x, y, recipe
+        )
+
+    # -- the attacker's shadow models --------------------------------------------------------
+
+    def shadow_models(
+        self,
+        dataset: str,
+        seed: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        jobs: Sequence[tuple[str, tuple[int, ...]]],
+    ) -> list[tuple[str, tuple[int, ...], BuiltModel, BuiltModel]]:
+        """Shadow originals trained on the attacker's data ``x``, ``y`` and unlearned per job.
+
+        ``jobs`` are ``(method, forget_classes)`` pairs; an empty ``forget_classes`` keeps the
+        shadow original as it is (an "untouched" shadow). Returns ``(method, forget, original,
+        target)`` per job. Shadows use the grid's methods' hyperparameters and recipe.
+        """
+        data_id = tensor_digest(x, y)
+        record_for = _needing_record([method for method, _ in jobs])
+        original = self._trained(dataset, seed, x, y, data_id, "shadow", record_for)
+        recipe = {**self._recipe_spec(dataset, seed, data_id), "role": "shadow"}
+        runs = []
+        for method_name, forget in jobs:
+            if not forget:
+                runs.append((method_name, forget, original, original))
+                continue
+            method = build_method(method_name, self.config.method_params.get(method_name))
+            target = self._unlearned(dataset, seed, original, method, forget, x, y, recipe)
+            runs.append((method_name, forget, original, target))
+        return runs

@@ -1,0 +1,244 @@
+"""What every label-leakage attack shares: the attacker's knowledge, query counting, results.
+
+An attack declares the knowledge it needs (:attr:`Attack.requires`) and receives an
+:class:`AttackerKnowledge` holding only what its threat model grants; :func:`restrict` builds that
+view, so a black-box attack never sees the model object, only a :class:`QueryFunction` that
+counts every input it is asked about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from labelleak.errors import LabelleakError, unknown_choice
+from labelleak.models.base import ImageClassifier
+
+#: The kinds of knowledge an attack may require.
+KNOWLEDGE_KINDS = ("white_box", "query", "attacker_data", "unrelated_data", "original", "shadows")
+
+
+class QueryBudgetExceeded(LabelleakError):
+    """Raised when a black-box attack asks for more inputs than its budget allows."""
+
+
+class QueryFunction:
+    """Black-box access: maps images ``(N, C, H, W)`` in ``[0, 1]`` to probabilities ``(N, K)``.
+
+    Every input counts as one query, whether it arrives alone or in a batch. With a ``budget``,
+    a call that would exceed it raises :class:`QueryBudgetExceeded` before the model runs.
+    """
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        budget: int | None = None,
+        device: torch.device | str = "cpu",
+        batch_size: int = 1024,
+    ) -> None:
+        if budget is not None and budget < 1:
+            raise LabelleakError(f"query budget must be at least 1, got {budget}")
+        self._model = model
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.budget = budget
+        self.queries = 0
+        self._device = torch.device(device)
+        self._batch_size = batch_size
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.queries
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise LabelleakError(
+                f"queries must have shape (N, {', '.join(map(str, self.input_shape))}); "
+                f"got {tuple(x.shape)}"
+            )
+        if self.budget is not None and self.queries + len(x) > self.budget:
+            raise QueryBudgetExceeded(
+                f"query budget exhausted: {self.queries} used, {len(x)} more asked, "
+                f"budget {self.budget}"
+            )
+        self.queries += len(x)
+        outputs = []
+        for chunk in x.split(self._batch_size):
+            out = self._model(chunk.to(self._device)).float().cpu()
+            outputs.append(out)
+        probs = torch.cat(outputs) if outputs else torch.empty(0, self.num_classes)
+        if probs.shape[1:] != (self.num_classes,):
+            raise LabelleakError(
+                f"the model returned outputs of shape {tuple(probs.shape)}; expected (N, "
+                f"{self.num_classes}) probabilities"
+            )
+        return probs
+
+
+def probabilities_of(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Wrap a logits model into the probability function a :class:`QueryFunction` exposes."""
+
+    def query(x: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        return torch.softmax(model(x), dim=1)
+
+    return query
+
+
+@dataclass(frozen=True)
+class ShadowRun:
+    """One of the attacker's own experiments, where it knows the answer.
+
+    ``target`` is a model the attacker trained on its own data and unlearned itself (or left
+    untouched: ``forgotten == ()``); ``original`` is the shadow before unlearning.
+    """
+
+    target: ImageClassifier
+    forgotten: tuple[int, ...]
+    original: ImageClassifier | None = None
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class AttackerKnowledge:
+    """Everything an attacker may hold about one target; absent pieces are ``None``.
+
+    * ``white_box``: the target model itself (parameters and gradients).
+    * ``query``: output probabilities only, through a counting :class:`QueryFunction`.
+    * ``attacker_data``: labelled images ``(N, C, H, W)`` and labels ``(N,)`` of some classes
+      the target retained (``attacker_classes`` lists which).
+    * ``unrelated_data``: unlabelled images of the same shape from another distribution.
+    * ``original``: the model before unlearning (only the prior-art baseline ``probe-drop``).
+    * ``shadows``: a callable returning the attacker's own :class:`ShadowRun` list, for fitting
+      thresholds and trees; it never sees the target's truth.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    white_box: ImageClassifier | None = None
+    query: QueryFunction | None = None
+    attacker_data: tuple[torch.Tensor, torch.Tensor] | None = None
+    attacker_classes: tuple[int, ...] | None = None
+    unrelated_data: torch.Tensor | None = None
+    original: ImageClassifier | None = None
+    shadows: Callable[[], Sequence[ShadowRun]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def has(self, kind: str) -> bool:
+        return getattr(self, kind) is not None
+
+
+def restrict(knowledge: AttackerKnowledge, kinds: frozenset[str]) -> AttackerKnowledge:
+    """A view of ``knowledge`` holding only ``kinds``; raise if one of them is missing."""
+    missing = [kind for kind in sorted(kinds) if not knowledge.has(kind)]
+    if missing:
+        raise LabelleakError(f"this attack needs {', '.join(missing)}, which the attacker lacks")
+    dropped = {kind: None for kind in KNOWLEDGE_KINDS if kind not in kinds}
+    if "attacker_data" not in kinds:
+        dropped["attacker_classes"] = None
+    return replace(knowledge, **dropped)
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What an attack concluded about one target under one decision rule.
+
+    ``predicted`` are the classes named as forgotten (sorted; empty means "nothing was
+    forgotten"); ``scores`` ``(K,)`` rank the classes, higher meaning more likely forgotten;
+    ``queries`` counts black-box model queries (0 for white-box-only attacks).
+    """
+
+    attack: str
+    rule: str
+    predicted: tuple[int, ...]
+    scores: np.ndarray
+    queries: int = 0
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def success(self, forgotten: Sequence[int]) -> bool:
+        """Exact identification: the named set equals the true forgotten set."""
+        return tuple(sorted(self.predicted)) == tuple(sorted(forgotten))
+
+
+class AttackConfig(BaseModel):
+    """Base of every attack's settings: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Attack:
+    """A label-leakage attack or baseline. Subclasses set the class attributes and :meth:`run`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    #: Knowledge kinds (see :data:`KNOWLEDGE_KINDS`) the attack needs.
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: Decision rules the attack reports, one result row each.
+    rules: ClassVar[tuple[str, ...]] = ("top",)
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: AttackConfig | None = None, **params: Any) -> None:
+        if config is not None and params:
+            raise TypeError("pass either a config object or keyword parameters, not both")
+        self.config = config if config is not None else make_attack_config(self.name, params)
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        """Attack one target; return one :class:`AttackResult` per rule in :attr:`rules`."""
+        raise NotImplementedError
+
+
+ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """Class decorator adding an attack to :data:`ATTACKS` under ``name``."""
+
+    def decorate(cls: type[Attack]) -> type[Attack]:
+        if name in ATTACKS:
+            raise ValueError(f"attack {name!r} is registered twice")
+        cls.name = name
+        ATTACKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_attack_class(name: str) -> type[Attack]:
+    if name not in ATTACKS:
+        raise unknown_choice("attack", name, ATTACKS)
+    return ATTACKS[name]
+
+
+def make_attack_config(name: str, params: dict[str, Any] | None) -> AttackConfig:
+    """Validate ``params`` against attack ``name``'s config, with a one-line error."""
+    cls = get_attack_class(name)
+    try:
+        return cls.Config(**(params or {}))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(config)"
+        raise LabelleakError(
+            f"bad parameter for attack {name!r}: {where}: {first['msg']}; "
+            f"valid parameters: {', '.join(cls.Config.model_fields) or 'none'}"
+        ) from None
+
+
+def run_attack(
+    name: str,
+    knowledge: AttackerKnowledge,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> list[AttackResult]:
+    """Run attack ``name`` on the part of ``knowledge`` its threat model grants."""
+    cls = get_attack_class(name)
+    attack = cls(make_attack_config(name, params))
+    return attack.run(restrict(knowledge, cls.requires), seed=seed)
