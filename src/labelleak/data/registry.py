@@ -79,7 +79,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "digits",
             "scikit-learn's bundled 8x8 handwritten digits (1,797 images); needs no download",
             "mlp",
-            "noise",
+            "patches",
             False,
             _load_digits,
         ),

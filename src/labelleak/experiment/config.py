@@ -27,8 +27,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from labelleak.attacks import make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
 from labelleak.data.splits import validate_forget_classes
+from labelleak.data.unrelated import unrelated_choices
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models import ARCHITECTURES
 from labelleak.training import DEFAULT_TRAIN, TrainConfig
@@ -56,6 +58,24 @@ class ExperimentConfig(BaseModel):
     forget: ForgetItem | list[ForgetItem] = Field("each", description="forgotten class sets")
     seeds: list[int] = Field([0], min_length=1, description="training seeds (trials)")
     attacks: list[str] = Field([], description="attacks and baselines, by name")
+    attack_params: dict[str, dict[str, Any]] = Field({}, description="per-attack settings")
+    attacker_classes: Literal["all"] | int | list[int] = Field(
+        "all",
+        description="retained classes the attacker's data covers: all, how many (drawn at "
+        "random per target), or which (forgotten ones are dropped)",
+    )
+    unrelated: str | None = Field(
+        None, description="unrelated data: a dataset name, patches or noise; None = default"
+    )
+    unrelated_count: int = Field(2000, ge=1, description="unrelated images the attacker holds")
+    shadow_methods: Literal["all", "same"] | list[str] = Field(
+        "all",
+        description="methods the attacker's shadows use: all = the grid's methods (it does not "
+        "know the target's), same = the target's method, or a list",
+    )
+    shadow_singles: int = Field(3, ge=0, description="single-class forget sets per shadow method")
+    shadow_pairs: int = Field(1, ge=0, description="two-class forget sets per shadow method")
+    controls: bool = Field(True, description="also attack the never-unlearned original")
     train: dict[str, Any] = Field({}, description="overrides of the architecture's recipe")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
 
@@ -63,6 +83,9 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    def unrelated_for(self, dataset: str) -> str:
+        return self.unrelated or get_spec(dataset).unrelated
 
     def arch_for(self, dataset: str) -> str:
         return self.arch or get_spec(dataset).default_arch
@@ -155,6 +178,24 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
         for attack in config.attacks:
             if attack not in known_attacks:
                 raise unknown_choice("attack", attack, known_attacks)
+    for attack, params in config.attack_params.items():
+        make_attack_config(attack, params)
+    if isinstance(config.attacker_classes, int) and config.attacker_classes < 1:
+        raise LabelleakError("attacker_classes must be 'all', a count >= 1, or a list of class ids")
+    if isinstance(config.attacker_classes, list):
+        for name in config.dataset:
+            num_classes = get_spec(name).num_classes
+            bad = [c for c in config.attacker_classes if not 0 <= c < num_classes]
+            if bad or not config.attacker_classes:
+                raise LabelleakError(
+                    f"attacker_classes must list class ids 0..{num_classes - 1}, got "
+                    f"{config.attacker_classes}"
+                )
+    if isinstance(config.shadow_methods, list):
+        for method in config.shadow_methods:
+            get_method_class(method)
+    if config.unrelated is not None and config.unrelated not in unrelated_choices():
+        raise unknown_choice("unrelated data", config.unrelated, unrelated_choices())
     try:
         for name in config.dataset:
             config.train_config(name)

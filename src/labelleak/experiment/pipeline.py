@@ -250,7 +250,7 @@ class Pipeline:
         target)`` per job. Shadows use the grid's methods' hyperparameters and recipe.
         """
         data_id = tensor_digest(x, y)
-        record_for = _needing_record([method for method, _ in jobs])
+        record_for = _needing_record([method for method, forget in jobs if forget])
         original = self._trained(dataset, seed, x, y, data_id, "shadow", record_for)
         recipe = {**self._recipe_spec(dataset, seed, data_id), "role": "shadow"}
         runs = []

@@ -1,4 +1,4 @@
-"""Run a grid and write its results: ``unlearning.csv`` and ``config.resolved.yaml``.
+"""Run a grid and write its results: ``unlearning.csv``, ``attacks.csv``, ``config.resolved.yaml``.
 
 Each finished grid cell is written to ``OUT/cells/`` as its own small JSON file (atomically) the
 moment it completes, and the CSV is rebuilt from those files. A run killed at any point therefore
@@ -19,11 +19,19 @@ import yaml
 from tqdm.auto import tqdm
 
 import labelleak
+from labelleak.attacks import ATTACKS
 from labelleak.evaluation import class_accuracies
+from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRunner
 from labelleak.experiment.config import ExperimentConfig, validate_config
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.experiment.store import ArtifactStore
 from labelleak.utils import atomic_path, content_hash, resolve_device, write_text_atomic
+
+#: Config keys that change attacks but not unlearned models.
+ATTACK_SETTINGS = (
+    "attacks", "attack_params", "attacker_classes", "unrelated", "unrelated_count",
+    "shadow_methods", "shadow_singles", "shadow_pairs", "controls",
+)  # fmt: skip
 
 UNLEARNING_COLUMNS = [
     "dataset", "arch", "method", "forgotten", "seed",
@@ -95,25 +103,31 @@ class ExperimentRunner:
         cache_dir: str | Path,
         progress: bool = True,
     ) -> None:
-        validate_config(config)
+        validate_config(config, set(ATTACKS))
         self.config = config
         self.out_dir = Path(out_dir)
         self.cells_dir = self.out_dir / "cells" / "unlearning"
+        self.attack_cells_dir = self.out_dir / "cells" / "attacks"
         self.pipeline = Pipeline(
             config, ArtifactStore(cache_dir), resolve_device(config.device), progress=progress
         )
+        self.attacker = AttackRunner(config, self.pipeline)
         self.progress = progress
 
     def cell_path(self, cell: Cell) -> Path:
-        splits = self.pipeline.splits(cell.dataset)
-        key = content_hash(
+        return self.cells_dir / f"{self._cell_key(cell, ATTACK_SETTINGS)}.json"
+
+    def attack_cell_path(self, cell: AttackCell) -> Path:
+        return self.attack_cells_dir / f"{self._cell_key(cell, ('device',))}.json"
+
+    def _cell_key(self, cell: Cell | AttackCell, exclude: tuple[str, ...]) -> str:
+        return content_hash(
             {
-                "cell": [cell.dataset, cell.seed, cell.method, list(cell.forget)],
-                "config": self.config.model_dump(mode="json", exclude={"attacks", "device"}),
-                "splits": splits.settings,
+                "cell": [repr(cell)],
+                "config": self.config.model_dump(mode="json", exclude={"device", *exclude}),
+                "splits": self.pipeline.splits(cell.dataset).settings,
             }
         )
-        return self.cells_dir / f"{key}.json"
 
     def run(self) -> pd.DataFrame:
         """Compute every missing cell and return the unlearning table."""
@@ -122,15 +136,51 @@ class ExperimentRunner:
         resolved = resolved_config(self.config, self.pipeline)
         write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
         todo = [cell for cell in cells if not self.cell_path(cell).is_file()]
-        bar = tqdm(todo, desc="grid", unit="model", disable=not self.progress)
+        bar = tqdm(todo, desc="unlearn", unit="model", disable=not self.progress)
         for cell in bar:
-            bar.set_postfix_str(
-                f"{cell.dataset} {cell.method} forget {format_classes(cell.forget)}"
-            )
+            forgotten = format_classes(cell.forget)
+            bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {forgotten}")
             row = self.run_cell(cell)
             write_text_atomic(self.cell_path(cell), json.dumps(row))
             self.write_table(cells)
-        return self.write_table(cells)
+        table = self.write_table(cells)
+        if self.config.attacks:
+            self.run_attacks(cells)
+        return table
+
+    def attack_cells(self, cells: list[Cell]) -> list[AttackCell]:
+        """One attacked target per unlearned model, plus the original per forget set (control)."""
+        targets: list[AttackCell] = []
+        for cell in cells:
+            control = AttackCell(cell.dataset, cell.seed, "original", cell.forget)
+            if self.config.controls and control not in targets:
+                targets.append(control)
+            targets.append(AttackCell(cell.dataset, cell.seed, cell.method, cell.forget))
+        return targets
+
+    def run_attacks(self, cells: list[Cell]) -> pd.DataFrame:
+        """Attack every target not attacked yet; rebuild ``attacks.csv``."""
+        targets = self.attack_cells(cells)
+        todo = [cell for cell in targets if not self.attack_cell_path(cell).is_file()]
+        bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
+        for cell in bar:
+            bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_classes(cell.gap)}")
+            rows = self.attacker.run(cell)
+            write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
+            self.write_attack_table(targets)
+        return self.write_attack_table(targets)
+
+    def write_attack_table(self, targets: list[AttackCell]) -> pd.DataFrame:
+        """Rebuild ``attacks.csv`` from the finished attack cells, in grid order."""
+        rows = []
+        for cell in targets:
+            path = self.attack_cell_path(cell)
+            if path.is_file():
+                rows.extend(json.loads(path.read_text()))
+        table = pd.DataFrame(rows, columns=ATTACK_COLUMNS)
+        with atomic_path(self.out_dir / "attacks.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        return table
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         splits = self.pipeline.splits(cell.dataset)

@@ -1,0 +1,215 @@
+"""Attack the grid's targets: assemble each attacker's knowledge, run attacks, shadow runs.
+
+Every target (an unlearned model, or the never-unlearned original as a control) is attacked under
+one knowledge setting per forget set: the attacker's data is the reserved slice restricted to
+retained classes (``attacker_classes``), the unrelated data is the dataset's sibling, and shadow
+runs are the attacker's own models trained on its own data with seeds disjoint from the target's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from labelleak.attacks import (
+    AttackerKnowledge,
+    QueryFunction,
+    ShadowRun,
+    get_attack_class,
+    make_attack_config,
+    probabilities_of,
+    restrict,
+)
+from labelleak.data.unrelated import unrelated_images
+from labelleak.experiment.config import ExperimentConfig
+from labelleak.experiment.pipeline import Pipeline
+from labelleak.models.base import ImageClassifier
+
+#: Shadow seeds are offset so they never coincide with a target's seed.
+SHADOW_SEED_OFFSET = 100_000
+
+ATTACK_COLUMNS = [
+    "dataset", "arch", "method", "forgotten", "seed", "attack", "rule",
+    "predicted", "success", "queries", "seconds", "attacker_classes",
+]  # fmt: skip
+
+#: How the CSVs spell an empty class set (the truth for the never-unlearned original).
+NOTHING = "none"
+
+
+def format_set(classes: tuple[int, ...] | list[int]) -> str:
+    """Class ids sorted and joined by ``+``; the empty set is ``none``."""
+    return "+".join(str(c) for c in sorted(classes)) if len(classes) else NOTHING
+
+
+@dataclass(frozen=True)
+class AttackCell:
+    """One attacked target: ``method`` is ``original`` for the control, whose truth is empty.
+
+    ``gap`` is the forget set the attacker's knowledge is built for: the target's truth for an
+    unlearned model; for the control, the set the matching unlearned targets forgot, so the
+    control holds exactly the same knowledge (including the same gap in the attacker's data).
+    """
+
+    dataset: str
+    seed: int
+    method: str
+    gap: tuple[int, ...]
+
+    @property
+    def truth(self) -> tuple[int, ...]:
+        return () if self.method == "original" else self.gap
+
+
+class AttackRunner:
+    """Builds knowledge and runs the configured attacks on one target at a time."""
+
+    def __init__(self, config: ExperimentConfig, pipeline: Pipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self._unrelated: dict[str, torch.Tensor] = {}
+        self._shadows: dict[tuple[Any, ...], list[ShadowRun]] = {}
+
+    def attacker_classes(self, dataset: str, seed: int, gap: tuple[int, ...]) -> tuple[int, ...]:
+        """The retained classes the attacker's data covers for a target with forget set ``gap``."""
+        num_classes = self.pipeline.splits(dataset).num_classes
+        retained = [c for c in range(num_classes) if c not in gap]
+        wanted = self.config.attacker_classes
+        if wanted == "all":
+            return tuple(retained)
+        if isinstance(wanted, list):
+            return tuple(sorted(c for c in wanted if c in retained))
+        rng = np.random.default_rng([self.config.split_seed, seed, *gap])
+        count = min(int(wanted), len(retained))
+        return tuple(sorted(int(c) for c in rng.choice(retained, size=count, replace=False)))
+
+    def unrelated(self, dataset: str) -> torch.Tensor:
+        if dataset not in self._unrelated:
+            self._unrelated[dataset] = unrelated_images(
+                self.config.unrelated_for(dataset),
+                self.pipeline.splits(dataset).dataset,
+                count=self.config.unrelated_count,
+                seed=self.config.split_seed,
+                data_dir=self.config.data_dir,
+            )
+        return self._unrelated[dataset]
+
+    def shadow_methods(self, target_method: str) -> list[str]:
+        chosen = self.config.shadow_methods
+        if chosen == "same" and target_method != "original":
+            return [target_method]
+        if isinstance(chosen, list):
+            return list(chosen)
+        return list(self.config.methods)
+
+    def shadow_jobs(
+        self, classes: tuple[int, ...], methods: list[str], seed: int
+    ) -> list[tuple[str, tuple[int, ...]]]:
+        """(method, forget set) pairs the attacker unlearns itself, among its own classes."""
+        rng = np.random.default_rng([self.config.split_seed, SHADOW_SEED_OFFSET + seed])
+        pool = list(classes)
+        singles = [
+            (int(c),)
+            for c in rng.choice(
+                pool, size=min(self.config.shadow_singles, len(pool)), replace=False
+            )
+        ]
+        pairs: list[tuple[int, ...]] = []
+        if len(pool) >= 3:
+            while len(pairs) < self.config.shadow_pairs:
+                pair = tuple(sorted(int(c) for c in rng.choice(pool, size=2, replace=False)))
+                if pair not in pairs:
+                    pairs.append(pair)
+        jobs = [("original", ())]
+        jobs += [(method, forget) for method in methods for forget in singles + pairs]
+        return jobs
+
+    def shadows(
+        self, dataset: str, seed: int, classes: tuple[int, ...], target_method: str
+    ) -> list[ShadowRun]:
+        """The attacker's shadow runs, built (or loaded) once per knowledge setting."""
+        methods = self.shadow_methods(target_method)
+        key = (dataset, seed, classes, tuple(methods))
+        if key not in self._shadows:
+            x, y = self.pipeline.splits(dataset).attacker_data(classes)
+            jobs = self.shadow_jobs(classes, methods, seed)
+            built = self.pipeline.shadow_models(dataset, SHADOW_SEED_OFFSET + seed, x, y, jobs)
+            self._shadows[key] = [
+                ShadowRun(target.model, forget, original.model, method)
+                for method, forget, original, target in built
+            ]
+        return self._shadows[key]
+
+    def knowledge(self, cell: AttackCell, target: ImageClassifier) -> AttackerKnowledge:
+        """Everything any attacker could hold about ``target``; each attack gets its share."""
+        splits = self.pipeline.splits(cell.dataset)
+        data = splits.dataset
+        classes = self.attacker_classes(cell.dataset, cell.seed, cell.gap)
+        return AttackerKnowledge(
+            num_classes=data.num_classes,
+            input_shape=data.input_shape,
+            white_box=target,
+            query=self.query_function(cell.dataset, target),
+            attacker_data=splits.attacker_data(classes),
+            attacker_classes=classes,
+            unrelated_data=self.unrelated(cell.dataset),
+            original=self.pipeline.original(cell.dataset, cell.seed).model,
+            shadows=lambda: self.shadows(cell.dataset, cell.seed, classes, cell.method),
+        )
+
+    def query_function(self, dataset: str, target: ImageClassifier) -> QueryFunction:
+        """Black-box access to ``target`` with a query counter starting at zero."""
+        data = self.pipeline.splits(dataset).dataset
+        return QueryFunction(
+            probabilities_of(target),
+            data.input_shape,
+            data.num_classes,
+            device=self.pipeline.device,
+        )
+
+    def target_model(self, cell: AttackCell) -> ImageClassifier:
+        if cell.method == "original":
+            return self.pipeline.original(cell.dataset, cell.seed).model
+        return self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.gap).model
+
+    def run(self, cell: AttackCell) -> list[dict[str, Any]]:
+        """Every configured attack on one target: one row per (attack, rule)."""
+        target = self.target_model(cell)
+        knowledge = self.knowledge(cell, target)
+        if any("shadows" in get_attack_class(name).requires for name in self.config.attacks):
+            # Shadows are built once per knowledge setting and shared by every attack and
+            # target; their training is not charged to the first attack that asks.
+            assert knowledge.shadows is not None
+            knowledge.shadows()
+        rows = []
+        for name in self.config.attacks:
+            cls = get_attack_class(name)
+            attack = cls(make_attack_config(name, self.config.attack_params.get(name)))
+            # A fresh counter per attack, so each reports only its own queries.
+            counted = replace(knowledge, query=self.query_function(cell.dataset, target))
+            view = restrict(counted, cls.requires)
+            started = time.perf_counter()
+            results = attack.run(view, seed=cell.seed)
+            seconds = time.perf_counter() - started
+            for result in results:
+                rows.append(
+                    {
+                        "dataset": cell.dataset,
+                        "arch": self.config.arch_for(cell.dataset),
+                        "method": cell.method,
+                        "forgotten": format_set(cell.truth),
+                        "seed": cell.seed,
+                        "attack": name,
+                        "rule": result.rule,
+                        "predicted": format_set(result.predicted),
+                        "success": int(result.success(cell.truth)),
+                        "queries": int(result.queries),
+                        "seconds": round(seconds, 4),
+                        "attacker_classes": format_set(knowledge.attacker_classes or ()),
+                    }
+                )
+        return rows
