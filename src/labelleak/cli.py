@@ -38,14 +38,23 @@ def _cache_option(function: Any) -> Any:
 
 
 def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
+    import pandas as pd
+
     from labelleak.experiment.runner import ExperimentRunner
     from labelleak.experiment.store import default_cache_dir
-    from labelleak.report import unlearning_summary
+    from labelleak.report import attack_summary, unlearning_summary
 
     runner = ExperimentRunner(config, out, cache_dir or default_cache_dir(), progress=not quiet)
     table = runner.run()
+    click.echo("Unlearning (accuracy on the test set)\n")
     click.echo(unlearning_summary(table))
-    click.echo(f"\nresults written to {out}/ (unlearning.csv, config.resolved.yaml)")
+    written = ["unlearning.csv", "config.resolved.yaml"]
+    if config.attacks:
+        attacks = pd.read_csv(out / "attacks.csv")
+        click.echo("\nExact identification of the forgotten classes, % [95% CI] (n targets)\n")
+        click.echo(attack_summary(attacks))
+        written.insert(1, "attacks.csv")
+    click.echo(f"\nresults written to {out}/ ({', '.join(written)})")
 
 
 @cli.command()
