@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from labelleak.attacks import (
     AttackerKnowledge,
+    AttackResult,
     QueryFunction,
     ShadowRun,
     get_attack_class,
@@ -28,6 +30,7 @@ from labelleak.data.unrelated import unrelated_images
 from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.models.base import ImageClassifier
+from labelleak.report.prototypes import save_prototype_grid
 
 #: Shadow seeds are offset so they never coincide with a target's seed.
 SHADOW_SEED_OFFSET = 100_000
@@ -176,8 +179,32 @@ class AttackRunner:
             return self.pipeline.original(cell.dataset, cell.seed).model
         return self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.gap).model
 
-    def run(self, cell: AttackCell) -> list[dict[str, Any]]:
-        """Every configured attack on one target: one row per (attack, rule)."""
+    def save_prototypes(
+        self, folder: Path, cell: AttackCell, attack: str, results: list[AttackResult]
+    ) -> None:
+        """The first target of each (dataset, method) gets a picture of its prototypes."""
+        path = folder / f"{cell.dataset}-{cell.method}-{attack}.png"
+        with_prototypes = [r for r in results if {"prototypes", "profiles"} <= r.details.keys()]
+        if path.exists() or not with_prototypes:
+            return
+        result = with_prototypes[0]
+        data = self.pipeline.splits(cell.dataset).dataset
+        save_prototype_grid(
+            path,
+            result.details["prototypes"],
+            result.details["profiles"],
+            forgotten=cell.truth,
+            predicted=result.predicted,
+            class_names=data.class_names,
+            title=f"{attack} on {cell.dataset} / {cell.method}, forgotten "
+            f"{format_set(cell.truth)}, named ({result.rule}) {format_set(result.predicted)}",
+        )
+
+    def run(self, cell: AttackCell, picture_dir: Path | None = None) -> list[dict[str, Any]]:
+        """Every configured attack on one target: one row per (attack, rule).
+
+        Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method).
+        """
         target = self.target_model(cell)
         knowledge = self.knowledge(cell, target)
         if any("shadows" in get_attack_class(name).requires for name in self.config.attacks):
@@ -195,6 +222,8 @@ class AttackRunner:
             started = time.perf_counter()
             results = attack.run(view, seed=cell.seed)
             seconds = time.perf_counter() - started
+            if picture_dir is not None:
+                self.save_prototypes(picture_dir, cell, name, results)
             for result in results:
                 rows.append(
                     {

@@ -165,7 +165,7 @@ class ExperimentRunner:
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
         for cell in bar:
             bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_classes(cell.gap)}")
-            rows = self.attacker.run(cell)
+            rows = self.attacker.run(cell, picture_dir=self.out_dir / "prototypes")
             write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
             self.write_attack_table(targets)
         return self.write_attack_table(targets)

@@ -1,0 +1,37 @@
+"""Inversion-based label-leakage attacks: ``invert-white`` (A3) and ``invert-black`` (A4).
+
+Importing this package registers both attacks; the decision rules live in
+:mod:`labelleak.attacks.inversion.criteria`.
+"""
+
+from labelleak.attacks.inversion.black_box import (
+    BlackBoxConfig,
+    BlackBoxInversion,
+    GeneticInversion,
+    genetic_inversion,
+    query_probabilities,
+)
+from labelleak.attacks.inversion.criteria import RULES, CriteriaConfig, fit_level
+from labelleak.attacks.inversion.white_box import (
+    GradientInversionConfig,
+    Inversion,
+    WhiteBoxConfig,
+    WhiteBoxInversion,
+    invert_classes,
+)
+
+__all__ = [
+    "RULES",
+    "BlackBoxConfig",
+    "BlackBoxInversion",
+    "CriteriaConfig",
+    "GeneticInversion",
+    "GradientInversionConfig",
+    "Inversion",
+    "WhiteBoxConfig",
+    "WhiteBoxInversion",
+    "fit_level",
+    "genetic_inversion",
+    "invert_classes",
+    "query_probabilities",
+]

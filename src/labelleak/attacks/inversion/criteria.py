@@ -1,0 +1,268 @@
+"""Decision criteria over prototype prediction profiles: which classes were forgotten?
+
+An inversion attack reconstructs one prototype per class and records the target's output on it:
+the *profile* ``P`` ``(K, K)``, row ``k`` the probabilities of the prototype of class ``k``. A
+forgotten class is one the target can no longer be driven to: its prototype's own-class
+confidence stays low and its row stays spread out. Two per-class measures follow:
+
+* own-class **log-odds** ``c_k = log p_kk - log(sum_{j != k} p_kj)`` in nats. Computed from the
+  *small* probabilities, it keeps resolving where ``p_kk`` rounds to ``1.0`` in float32 (the
+  digits MLP saturates) and equals the logit gap ``z_k - logsumexp_{j != k} z_j`` up to
+  underflow (float32 probabilities resolve about 100 nats).
+* row **entropy** ``H_k`` in nats, evaluated stably for saturated rows, compared on a log scale.
+
+Both are capped at ``cap`` nats of log-odds (``log H`` at ``-cap``), because beyond that level
+every class is "reached" and the differences only reflect the logit scale of a model (fine-tuned
+MLPs reach hundreds of nats for some classes).
+
+The decision rules need no target truth and no known number of forgotten classes; they only
+assume that fewer than half of the classes were forgotten, so the median class is a retained one:
+
+* ``threshold``: class ``k`` is forgotten when its prototype is not predicted as its own class
+  (``c_k < 0``, i.e. ``p_kk < 0.5``) or its log-odds fall below ``alpha`` times the median class's
+  capped log-odds. The confidence level is thus set relative to what this model's retained
+  classes reach, not fixed (a fixed ``p < 0.5`` misses neg-grad and fine-tune targets).
+* ``entropy``: the same relative rule on ``e_k = -log H_k`` (which tracks the log-odds for
+  saturated rows): forgotten when ``e_k < entropy_alpha * median(min(e, cap))`` or the row's
+  entropy exceeds 1 nat. Unlike the log-odds, it does not see a prototype that the target
+  confidently assigns to ANOTHER class (a low-entropy row), so it is the weaker rule.
+* ``top``: the single class with the lowest log-odds (when exactly one class is known forgotten).
+
+:func:`fit_level` picks ``alpha`` or ``entropy_alpha`` on the attacker's own shadow runs instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from labelleak.attacks.base import AttackConfig, AttackResult
+from labelleak.errors import LabelleakError
+
+#: Added inside logarithms of probabilities; it only matters for exact zeros.
+TINY = 1e-300
+
+#: 1.4826 * MAD estimates a standard deviation for normally distributed values.
+MAD_TO_SIGMA = 1.4826
+
+#: The decision rules an inversion attack reports, in order.
+RULES = ("threshold", "entropy", "top")
+
+
+class CriteriaConfig(AttackConfig):
+    """Levels of the decision rules (mixed into the attacks' configs); no target truth needed."""
+
+    cap: float = Field(
+        25.0,
+        gt=0,
+        description="log-odds (nats) above which a prototype counts as fully reached; "
+        "log-entropies are floored at -cap",
+    )
+    alpha: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="threshold rule: forgotten below alpha x the median class's capped log-odds",
+    )
+    entropy_alpha: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="entropy rule: forgotten when -log H is below entropy_alpha x the median "
+        "class's (capped)",
+    )
+
+
+def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def check_profiles(profiles: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``profiles`` as a float64 ``(K, K)`` array of probabilities, or a clear error."""
+    p = _as_numpy(profiles)
+    if p.ndim != 2 or p.shape[0] != p.shape[1] or p.shape[0] < 2:
+        raise LabelleakError(f"profiles must be a (K, K) matrix with K >= 2; got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise LabelleakError("profiles must hold probabilities: finite and non-negative")
+    return p
+
+
+def log_odds_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Own-class log-odds ``(N,)`` (nats) from logits ``(N, K)``: ``z_y - logsumexp_{j!=y} z_j``."""
+    own = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+    others = logits.scatter(1, labels.view(-1, 1), float("-inf"))
+    return own - torch.logsumexp(others, dim=1)
+
+
+def log_odds_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Own-class log-odds ``(N,)`` (nats, float64) of ``labels`` under probabilities ``(N, K)``.
+
+    The other classes' mass is summed from their own (small, precise) entries rather than taken
+    as ``1 - p_y``, which is 0 once ``p_y`` rounds to 1.
+    """
+    p = probs.double()
+    own = p.gather(1, labels.view(-1, 1)).squeeze(1)
+    # Summing the masked row (not ``sum - own``) avoids cancellation when ``own`` rounds to 1.
+    others = p.scatter(1, labels.view(-1, 1), 0.0).sum(dim=1)
+    return torch.log(own + TINY) - torch.log(others + TINY)
+
+
+def own_class_log_odds(profiles: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Log-odds ``(K,)`` in nats of each prototype's own class, from profiles ``(K, K)``."""
+    p = torch.from_numpy(check_profiles(profiles))
+    return log_odds_from_probs(p, torch.arange(len(p))).numpy()
+
+
+def row_entropy(profiles: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Shannon entropy ``(K,)`` in nats of each profile row, stable for saturated rows.
+
+    The largest entry's term ``-p log p`` is evaluated as ``-(1 - r) log1p(-r)`` with ``r`` the
+    sum of the other entries, so a row like ``(1.0, 1e-9, ...)`` gets about ``2e-8``, not 0.
+    """
+    p = check_profiles(profiles)
+    rows = np.arange(len(p))
+    top = p.argmax(axis=1)
+    rest = p.copy()
+    rest[rows, top] = 0.0
+    r = np.clip(rest.sum(axis=1), 0.0, 1.0 - 1e-16)
+    safe = np.where(rest > 0, rest, 1.0)
+    small = -(rest * np.log(safe)).sum(axis=1)
+    return small - (1.0 - r) * np.log1p(-r)
+
+
+def threshold_decision(
+    log_odds: np.ndarray, alpha: float = 0.6, cap: float = 25.0
+) -> tuple[int, ...]:
+    """Classes whose log-odds ``(K,)`` are below 0 or below ``alpha * median(min(c, cap))``."""
+    c = _scores(log_odds)
+    level = alpha * float(np.median(np.minimum(c, cap)))
+    return tuple(int(k) for k in np.flatnonzero((c < 0) | (c < level)))
+
+
+def robust_outliers(values: np.ndarray, z: float, min_gap: float) -> tuple[int, ...]:
+    """Classes whose value ``(K,)`` exceeds the median by more than ``max(z * sigma, min_gap)``.
+
+    ``sigma = 1.4826 * MAD``; the median and MAD come from all K classes, so up to half of them
+    may be outliers without moving the reference. ``min_gap`` (in the values' units) keeps
+    near-identical retained classes from turning small differences into outliers.
+    """
+    v = _scores(values)
+    center = float(np.median(v))
+    spread = MAD_TO_SIGMA * float(np.median(np.abs(v - center)))
+    return tuple(int(k) for k in np.flatnonzero(v - center > max(z * spread, min_gap)))
+
+
+def entropy_decision(
+    log_entropy: np.ndarray, alpha: float = 0.6, cap: float = 25.0
+) -> tuple[int, ...]:
+    """Classes whose log-entropy ``(K,)`` marks a spread-out prototype row.
+
+    With ``e = -log H`` (about the log-odds for saturated rows, capped at ``cap``), class ``k``
+    is forgotten when ``e_k < alpha * median(e)`` or ``H_k > 1`` nat (``e_k < 0``: mass spread
+    over three or more classes).
+    """
+    e = -_scores(log_entropy)
+    level = alpha * float(np.median(np.minimum(e, cap)))
+    return tuple(int(k) for k in np.flatnonzero((e < 0) | (e < level)))
+
+
+def _scores(values: np.ndarray) -> np.ndarray:
+    s = _as_numpy(values)
+    if s.ndim != 1 or len(s) < 2 or not np.isfinite(s).all():
+        raise LabelleakError(f"need a finite score per class for at least 2 classes; got {s}")
+    return s
+
+
+def profile_decisions(
+    profiles: torch.Tensor | np.ndarray,
+    config: CriteriaConfig,
+    log_odds: torch.Tensor | np.ndarray | None = None,
+) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
+    """Every rule's ``(predicted classes, scores (K,))``; scores are higher = more forgotten.
+
+    ``profiles`` ``(K, K)`` are probabilities; ``log_odds`` ``(K,)`` may be given when exact
+    logits are known (white box), else they are computed from ``profiles``. Threshold and top
+    scores are minus the capped log-odds; entropy scores are the floored log-entropies.
+    """
+    c = own_class_log_odds(profiles) if log_odds is None else _as_numpy(log_odds)
+    log_h = np.maximum(np.log(row_entropy(profiles) + TINY), -config.cap)
+    capped = -np.minimum(c, config.cap)
+    return {
+        "threshold": (threshold_decision(c, config.alpha, config.cap), capped),
+        "entropy": (
+            entropy_decision(log_h, config.entropy_alpha, config.cap),
+            log_h,
+        ),
+        # Uncapped, so ties between saturated classes still break by the finer value.
+        "top": ((int(np.argmin(c)),), -c),
+    }
+
+
+def fit_level(
+    rule: str,
+    measures: Sequence[np.ndarray],
+    truths: Sequence[Sequence[int]],
+    config: CriteriaConfig,
+    candidates: Sequence[float] | None = None,
+) -> CriteriaConfig:
+    """``config`` with ``alpha`` (threshold) or ``entropy_alpha`` fit on the attacker's shadow runs.
+
+    ``measures[i]`` ``(K,)`` are one shadow target's log-odds (threshold) or log-entropies
+    (entropy) from the same inversion the attack runs; ``truths[i]`` are the classes the attacker
+    itself made that shadow forget (``()`` for a never-unlearned shadow). The level maximising
+    exact identification wins; ties go to the middle of the best levels.
+    """
+    if not measures or len(measures) != len(truths):
+        raise LabelleakError("fitting a level needs one truth per shadow measure, at least one")
+    if rule == "threshold":
+        grid = candidates or [round(a, 2) for a in np.arange(0.05, 0.96, 0.05)]
+
+        def named(m: np.ndarray, level: float) -> tuple[int, ...]:
+            return threshold_decision(m, level, config.cap)
+
+        field = "alpha"
+    elif rule == "entropy":
+        grid = candidates or [round(a, 2) for a in np.arange(0.05, 0.96, 0.05)]
+
+        def named(m: np.ndarray, level: float) -> tuple[int, ...]:
+            return entropy_decision(m, level, config.cap)
+
+        field = "entropy_alpha"
+    else:
+        raise LabelleakError(f"only threshold and entropy levels can be fit, not {rule!r}")
+    hits = [
+        sum(named(m, lvl) == tuple(sorted(t)) for m, t in zip(measures, truths, strict=True))
+        for lvl in grid
+    ]
+    best = [lvl for lvl, h in zip(grid, hits, strict=True) if h == max(hits)]
+    return config.model_copy(update={field: float(best[len(best) // 2])})
+
+
+def profile_results(
+    attack: str,
+    profiles: torch.Tensor,
+    config: CriteriaConfig,
+    queries: int,
+    seconds: float,
+    details: dict[str, object],
+    log_odds: torch.Tensor | None = None,
+) -> list[AttackResult]:
+    """One :class:`AttackResult` per rule in :data:`RULES` from prototype profiles ``(K, K)``."""
+    decisions = profile_decisions(profiles, config, log_odds)
+    return [
+        AttackResult(
+            attack=attack,
+            rule=rule,
+            predicted=decisions[rule][0],
+            scores=decisions[rule][1],
+            queries=queries,
+            seconds=seconds,
+            details=details,
+        )
+        for rule in RULES
+    ]

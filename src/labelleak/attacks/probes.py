@@ -1,0 +1,169 @@
+"""Baselines that probe the target with chosen inputs: ``noise-histogram`` and ``probe-drop``.
+
+* ``noise-histogram`` (black box): query ``queries`` uniform-noise images and count which class
+  the target predicts; a forgotten class is (almost) never predicted. Ties between
+  never-predicted classes break by the mean probability the class receives.
+* ``probe-drop`` (Hu et al., "Learn What You Want to Unlearn", IEEE S&P 2024): with the ORIGINAL
+  model in hand (white box), craft per-class probes that the original predicts with very high
+  confidence (the gradient inversion of ``invert-white`` run on the original), query the
+  unlearned target with them, and name the class whose own-class confidence drops most. It
+  needs more knowledge than the inversion attacks (the pre-unlearning model); its queries are
+  the probes sent to the target.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from labelleak.attacks.base import (
+    Attack,
+    AttackConfig,
+    AttackerKnowledge,
+    AttackResult,
+    register_attack,
+)
+from labelleak.attacks.inversion.black_box import query_probabilities
+from labelleak.attacks.inversion.criteria import (
+    log_odds_from_logits,
+    log_odds_from_probs,
+    robust_outliers,
+)
+from labelleak.attacks.inversion.white_box import GradientInversionConfig, invert_classes
+from labelleak.errors import LabelleakError
+
+
+class NoiseHistogramConfig(AttackConfig):
+    """noise-histogram settings."""
+
+    queries: int = Field(
+        1000, ge=1, description="uniform-noise images queried (total over all classes)"
+    )
+    never_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="'never' rule: classes predicted on at most this fraction of the noise",
+    )
+
+
+@register_attack("noise-histogram")
+class NoiseHistogram(Attack):
+    """The class the target least predicts on uniform noise (black box, no data)."""
+
+    Config = NoiseHistogramConfig
+    requires = frozenset({"query"})
+    rules = ("top", "never")
+    summary = "least-predicted class on uniform-noise queries (black-box baseline)"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        query = knowledge.query
+        if query is None:
+            raise LabelleakError("noise-histogram needs query access to the target")
+        config: NoiseHistogramConfig = self.config  # type: ignore[assignment]
+        started = time.perf_counter()
+        before = query.queries
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.rand((config.queries, *knowledge.input_shape), generator=generator)
+        probs = query_probabilities(query, noise).double()
+        k = knowledge.num_classes
+        counts = torch.bincount(probs.argmax(dim=1), minlength=k).double()
+        mean_prob = probs.mean(dim=0)
+        # Counts are whole numbers and mean probabilities lie in [0, 1): adding them breaks
+        # count ties by probability without ever overturning a count difference.
+        scores = -(counts + mean_prob * (1 - 1e-9)).numpy()
+        never = counts <= config.never_fraction * config.queries
+        named = {
+            "top": (int(np.argmax(scores)),),
+            "never": tuple(int(c) for c in torch.nonzero(never).flatten()),
+        }
+        details = {"counts": counts.numpy(), "mean_prob": mean_prob.numpy()}
+        seconds = time.perf_counter() - started
+        return [
+            AttackResult(
+                attack=self.name,
+                rule=rule,
+                predicted=named[rule],
+                scores=scores,
+                queries=query.queries - before,
+                seconds=seconds,
+                details=details,
+            )
+            for rule in self.rules
+        ]
+
+
+class ProbeDropConfig(GradientInversionConfig):
+    """probe-drop: the probes' gradient inversion (on the original) and the drop rule."""
+
+    restarts: int = Field(8, ge=1, description="probes per class (one query each)")
+    cap: float = Field(
+        25.0, gt=0, description="log-odds (nats) are capped here before drops are taken"
+    )
+    drop_z: float = Field(3.5, gt=0, description="'drop' rule: robust z-score of the drop")
+    drop_min_gap: float = Field(
+        3.0, gt=0, description="'drop' rule: least excess of a drop over the median (nats)"
+    )
+
+
+@register_attack("probe-drop")
+class ProbeDrop(Attack):
+    """Hu et al. (S&P 2024): per-class confidence drop from the original to the target."""
+
+    Config = ProbeDropConfig
+    requires = frozenset({"original", "query"})
+    rules = ("top", "drop")
+    summary = "confidence drop of original-crafted probes on the target (needs the original)"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        if knowledge.original is None or knowledge.query is None:
+            raise LabelleakError("probe-drop needs the original model and query access")
+        config: ProbeDropConfig = self.config  # type: ignore[assignment]
+        started = time.perf_counter()
+        k, r = knowledge.num_classes, config.restarts
+        original = knowledge.original
+        crafted = invert_classes(original, k, knowledge.input_shape, config, seed)
+        probes = crafted.restarts.flatten(0, 1)
+        labels = torch.arange(k).repeat_interleave(r)
+        device = next(original.parameters()).device
+        with torch.no_grad():
+            before_odds = log_odds_from_logits(original(probes.to(device)).double().cpu(), labels)
+        used = knowledge.query.queries
+        target_probs = query_probabilities(knowledge.query, probes)
+        after_odds = log_odds_from_probs(target_probs, labels)
+        # Capping both sides keeps a model's overall logit scale from posing as a drop.
+        drop = (before_odds.clamp(max=config.cap) - after_odds.clamp(max=config.cap)).view(k, r)
+        scores = drop.mean(dim=1).numpy()
+        own_prob = target_probs.double().gather(1, labels.view(-1, 1)).view(k, r).mean(dim=1)
+        named = {
+            "top": (int(np.argmax(scores)),),
+            "drop": tuple(
+                sorted(
+                    set(robust_outliers(scores, config.drop_z, config.drop_min_gap))
+                    | {int(c) for c in torch.nonzero(own_prob < 0.5).flatten()}
+                )
+            ),
+        }
+        details = {
+            "prototypes": crafted.prototypes,
+            "original_log_odds": before_odds.view(k, r),
+            "target_log_odds": after_odds.view(k, r),
+            "target_own_prob": own_prob.numpy(),
+        }
+        queries = knowledge.query.queries - used
+        seconds = time.perf_counter() - started
+        return [
+            AttackResult(
+                attack=self.name,
+                rule=rule,
+                predicted=named[rule],
+                scores=scores,
+                queries=queries,
+                seconds=seconds,
+                details=details,
+            )
+            for rule in self.rules
+        ]
