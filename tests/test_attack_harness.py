@@ -1,0 +1,125 @@
+"""The attack harness of ``labelleak run``: knowledge, shadows, controls, attacks.csv, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from labelleak.errors import LabelleakError
+from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRunner
+from labelleak.experiment.config import parse_config
+from labelleak.experiment.pipeline import Pipeline
+from labelleak.experiment.runner import ExperimentRunner
+from labelleak.experiment.store import ArtifactStore
+
+GRID = {
+    "dataset": "digits",
+    "train": {"epochs": 10},
+    "methods": ["retrain", "neg-grad"],
+    "forget": [3, [2, 7]],
+    "attacks": ["invert-white", "invert-black", "noise-histogram"],
+    "attack_params": {"invert-black": {"queries_per_class": 320}},
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("harness")
+    out, cache = root / "out", root / "cache"
+    ExperimentRunner(parse_config(GRID), out, cache, progress=False).run()
+    return out, cache, pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+
+
+def test_attacks_csv_has_one_row_per_target_attack_and_rule(finished_run) -> None:
+    out, _, table = finished_run
+    assert list(table.columns) == ATTACK_COLUMNS
+    # 2 forget sets x (2 methods + the original control) targets.
+    targets = table[["method", "forgotten", "attacker_classes"]].drop_duplicates()
+    assert len(targets) == 6
+    assert set(table["method"]) == {"retrain", "neg-grad", "original"}
+    # The control's truth is "nothing forgotten", under the same knowledge as its targets.
+    control = table[table["method"] == "original"]
+    assert set(control["forgotten"]) == {"none"}
+    assert set(control["attacker_classes"]) == set(table["attacker_classes"])
+    assert not table.duplicated(["method", "forgotten", "attacker_classes", "attack", "rule"]).any()
+    # Success is exact identification of the true set.
+    assert ((table["predicted"] == table["forgotten"]).astype(int) == table["success"]).all()
+    assert (out / "prototypes" / "digits-neg-grad-invert-white.png").is_file()
+
+
+def test_queries_are_counted_per_attack_within_budget(finished_run) -> None:
+    _, _, table = finished_run
+    white = table[table["attack"] == "invert-white"]
+    black = table[table["attack"] == "invert-black"]
+    assert (white["queries"] == 0).all()
+    assert (black["queries"] > 0).all()
+    assert (black["queries"] <= 320 * 10).all()
+
+
+def test_inversion_names_the_forgotten_class_of_retrain_and_neg_grad(finished_run) -> None:
+    _, _, table = finished_run
+    single = table[(table["forgotten"] == "3") & (table["attack"].str.startswith("invert"))]
+    best = single.groupby(["attack", "method"])["success"].max()
+    assert (best == 1).all(), best
+
+
+def test_a_rerun_recomputes_nothing(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, cache, table = finished_run
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an attack ran again")
+
+    monkeypatch.setattr(AttackRunner, "run", refuse)
+    ExperimentRunner(parse_config(GRID), out, cache, progress=False).run()
+    again = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_knowledge_excludes_the_forgotten_classes_and_the_truth(tmp_path: Path) -> None:
+    config = parse_config({**GRID, "attacker_classes": 4})
+    pipeline = Pipeline(config, ArtifactStore(tmp_path), torch.device("cpu"))
+    runner = AttackRunner(config, pipeline)
+    for gap in [(3,), (2, 7)]:
+        classes = runner.attacker_classes("digits", 0, gap)
+        assert len(classes) == 4 and not set(classes) & set(gap)
+        # Deterministic: the same target always gets the same attacker.
+        assert classes == runner.attacker_classes("digits", 0, gap)
+        target = pipeline.unlearned("digits", 0, "retrain", gap).model
+        knowledge = runner.knowledge(AttackCell("digits", 0, "retrain", gap), target)
+        assert set(knowledge.attacker_data[1].tolist()) == set(classes)
+        assert not any(hasattr(knowledge, name) for name in ("truth", "forgotten", "gap"))
+
+
+def test_shadows_use_only_the_attackers_data_and_classes(tmp_path: Path) -> None:
+    config = parse_config({**GRID, "shadow_singles": 2, "shadow_pairs": 1})
+    pipeline = Pipeline(config, ArtifactStore(tmp_path), torch.device("cpu"))
+    runner = AttackRunner(config, pipeline)
+    classes = runner.attacker_classes("digits", 0, (3,))
+    shadows = runner.shadows("digits", 0, classes, "retrain")
+    splits = pipeline.splits("digits")
+    assert not set(splits.attacker_idx.tolist()) & set(splits.target_idx.tolist())
+    forgotten = [run.forgotten for run in shadows]
+    assert () in forgotten  # one untouched shadow: the "nothing forgotten" example
+    assert all(set(f) <= set(classes) for f in forgotten)
+    # Every grid method is a shadow method by default (the attacker does not know the target's).
+    assert {run.method for run in shadows if run.forgotten} == set(GRID["methods"])
+    # Shadow seeds are disjoint from the target's: the shadow original is another model.
+    original = pipeline.original("digits", 0).model
+    shadow_original = shadows[0].original
+    assert not torch.equal(original.classifier.weight, shadow_original.classifier.weight)
+
+
+def test_bad_attack_settings_are_refused(tmp_path: Path) -> None:
+    for bad, message in [
+        ({"attacks": ["mind-reading"]}, "unknown attack"),
+        ({"attack_params": {"invert-black": {"queries_per_class": 0}}}, "invert-black"),
+        ({"attacker_classes": [11]}, "attacker_classes"),
+        ({"unrelated": "imagenet"}, "unknown unrelated data"),
+        ({"shadow_methods": ["forget-me"]}, "unknown unlearning method"),
+    ]:
+        with pytest.raises(LabelleakError, match=message):
+            ExperimentRunner(parse_config({**GRID, **bad}), tmp_path / "o", tmp_path / "c")
+        assert not (tmp_path / "o").exists()
