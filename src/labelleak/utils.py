@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from labelleak.errors import LabelleakError
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a CPU generator seeded the same way.
@@ -29,10 +31,18 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """Map ``"auto"`` to CUDA when present, else CPU; pass any other torch device string through."""
+    """Map ``"auto"`` to CUDA when present, else CPU; check any other torch device string."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise LabelleakError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LabelleakError(
+            f"device {device!r} asked for, but this torch sees no CUDA GPU; use auto or cpu"
+        )
+    return resolved
 
 
 def canonical_json(value: Any) -> str:
@@ -75,6 +85,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> None:
+    """Delete temporary files :func:`atomic_path` left in ``folder`` (and below) when killed.
+
+    Only safe while no other process writes into ``folder``: one run owns its output folder.
+    """
+    root = Path(folder)
+    if root.is_dir():
+        for leftover in root.rglob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

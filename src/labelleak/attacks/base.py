@@ -14,10 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from labelleak.errors import LabelleakError, unknown_choice
+from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
+from labelleak.registry import Registry
 
 #: The kinds of knowledge an attack may require.
 KNOWLEDGE_KINDS = ("white_box", "query", "attacker_data", "unrelated_data", "original", "shadows")
@@ -196,40 +197,14 @@ class Attack:
         raise NotImplementedError
 
 
-ATTACKS: dict[str, type[Attack]] = {}
-
-
-def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
-    """Class decorator adding an attack to :data:`ATTACKS` under ``name``."""
-
-    def decorate(cls: type[Attack]) -> type[Attack]:
-        if name in ATTACKS:
-            raise ValueError(f"attack {name!r} is registered twice")
-        cls.name = name
-        ATTACKS[name] = cls
-        return cls
-
-    return decorate
-
-
-def get_attack_class(name: str) -> type[Attack]:
-    if name not in ATTACKS:
-        raise unknown_choice("attack", name, ATTACKS)
-    return ATTACKS[name]
+ATTACKS: Registry[Attack] = Registry("attack")
+register_attack = ATTACKS.register
+get_attack_class = ATTACKS.get_class
 
 
 def make_attack_config(name: str, params: dict[str, Any] | None) -> AttackConfig:
     """Validate ``params`` against attack ``name``'s config, with a one-line error."""
-    cls = get_attack_class(name)
-    try:
-        return cls.Config(**(params or {}))
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(config)"
-        raise LabelleakError(
-            f"bad parameter for attack {name!r}: {where}: {first['msg']}; "
-            f"valid parameters: {', '.join(cls.Config.model_fields) or 'none'}"
-        ) from None
+    return ATTACKS.make_config(name, params)
 
 
 def run_attack(

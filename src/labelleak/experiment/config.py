@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from labelleak.attacks import make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
@@ -33,10 +33,11 @@ from labelleak.data.splits import validate_forget_classes
 from labelleak.data.unrelated import unrelated_choices
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models import ARCHITECTURES
+from labelleak.registry import first_error
 from labelleak.training import DEFAULT_TRAIN, TrainConfig
 from labelleak.unlearning import PAPER_METHODS, get_method_class, make_config
 
-ForgetItem = Literal["each"] | int | list[int] | dict[str, Any]
+ForgetItem = Literal["each"] | StrictInt | list[StrictInt] | dict[str, Any]
 
 
 class ExperimentConfig(BaseModel):
@@ -44,7 +45,9 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: list[str] = Field(["digits"], description="dataset names (a single name is allowed)")
+    dataset: list[str] = Field(
+        ["digits"], min_length=1, description="dataset names (a single name is allowed)"
+    )
     data_dir: str | None = Field(None, description="folder holding the real datasets' files")
     arch: str | None = Field(None, description="architecture; None = each dataset's default")
     subsample_per_class: int | None = Field(None, ge=2, description="training images per class")
@@ -167,7 +170,8 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
                     f"data directory {config.data_dir} does not exist; set data_dir to the folder "
                     "holding the dataset files"
                 )
-        config.forget_sets(spec.num_classes)
+        if not config.forget_sets(spec.num_classes):
+            raise LabelleakError("forget names no class set; use each, [[3], [2, 7]] or similar")
     if config.arch is not None and config.arch not in ARCHITECTURES:
         raise unknown_choice("architecture", config.arch, ARCHITECTURES)
     for method in config.methods:
@@ -200,13 +204,7 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
         for name in config.dataset:
             config.train_config(name)
     except ValidationError as error:
-        raise LabelleakError(f"bad train setting: {_first_error(error)}") from None
-
-
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    return f"{where}: {first['msg']}"
+        raise LabelleakError(f"bad train setting: {first_error(error)}") from None
 
 
 def parse_config(raw: Any) -> ExperimentConfig:
@@ -216,7 +214,7 @@ def parse_config(raw: Any) -> ExperimentConfig:
     try:
         config = ExperimentConfig(**raw)
     except ValidationError as error:
-        raise LabelleakError(f"bad config: {_first_error(error)}") from None
+        raise LabelleakError(f"bad config: {first_error(error)}") from None
     if config.data_dir is not None:
         data_dir = Path(config.data_dir).expanduser().resolve()
         config = config.model_copy(update={"data_dir": str(data_dir)})

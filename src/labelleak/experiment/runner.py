@@ -25,7 +25,13 @@ from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRun
 from labelleak.experiment.config import ExperimentConfig, validate_config
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.experiment.store import ArtifactStore
-from labelleak.utils import atomic_path, content_hash, resolve_device, write_text_atomic
+from labelleak.utils import (
+    atomic_path,
+    content_hash,
+    remove_stale_temporaries,
+    resolve_device,
+    write_text_atomic,
+)
 
 #: Config keys that change attacks but not unlearned models.
 ATTACK_SETTINGS = (
@@ -74,7 +80,9 @@ def resolved_config(config: ExperimentConfig, pipeline: Pipeline) -> dict[str, A
         dataset: {
             "arch": config.arch_for(dataset),
             "train": config.train_config(dataset).model_dump(),
-            "forget_sets": [format_classes(s) for s in config.forget_sets(10)],
+            "forget_sets": [
+                format_classes(s) for s in config.forget_sets(pipeline.splits(dataset).num_classes)
+            ],
             "data_fingerprint": pipeline.splits(dataset).fingerprint(),
         }
         for dataset in config.dataset
@@ -132,6 +140,7 @@ class ExperimentRunner:
     def run(self) -> pd.DataFrame:
         """Compute every missing cell and return the unlearning table."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
         cells = expand_grid(self.config, self.pipeline)
         resolved = resolved_config(self.config, self.pipeline)
         write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))

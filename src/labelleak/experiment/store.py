@@ -78,7 +78,14 @@ class ArtifactStore:
 
     def load_tensors(self, kind: str, key: str, name: str) -> dict[str, torch.Tensor] | None:
         path = self.folder(kind, key) / f"{name}.safetensors"
-        return load_file(str(path)) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises several types for a corrupt file
+            raise LabelleakError(
+                f"cannot read {path}: {error}; delete that cache folder to rebuild it"
+            ) from None
 
     def save(
         self,

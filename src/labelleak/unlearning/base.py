@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models.base import ImageClassifier
+from labelleak.registry import Registry
 from labelleak.training import GradientRecorder, TrainConfig, accuracy
 
 
@@ -97,41 +97,14 @@ class UnlearningMethod:
         raise NotImplementedError
 
 
-METHODS: dict[str, type[UnlearningMethod]] = {}
-
-
-def register(name: str) -> Callable[[type[UnlearningMethod]], type[UnlearningMethod]]:
-    """Class decorator adding an unlearning method to :data:`METHODS` under ``name``."""
-
-    def decorate(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
-        if name in METHODS:
-            raise ValueError(f"unlearning method {name!r} is registered twice")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return decorate
-
-
-def get_method_class(name: str) -> type[UnlearningMethod]:
-    """The registered class for ``name``; an unknown name lists the valid ones."""
-    if name not in METHODS:
-        raise unknown_choice("unlearning method", name, METHODS)
-    return METHODS[name]
+METHODS: Registry[UnlearningMethod] = Registry("unlearning method")
+register = METHODS.register
+get_method_class = METHODS.get_class
 
 
 def make_config(name: str, params: dict[str, Any] | None) -> MethodConfig:
     """Validate ``params`` against method ``name``'s config, with a one-line error."""
-    cls = get_method_class(name)
-    try:
-        return cls.Config(**(params or {}))
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(config)"
-        raise LabelleakError(
-            f"bad parameter for method {name!r}: {where}: {first['msg']}; "
-            f"valid parameters: {', '.join(cls.Config.model_fields) or 'none'}"
-        ) from None
+    return METHODS.make_config(name, params)
 
 
 def build_method(name: str, params: dict[str, Any] | None = None) -> UnlearningMethod:
