@@ -134,6 +134,20 @@ def methods() -> None:
 
 
 @cli.command()
+def attacks() -> None:
+    """List the attacks and baselines: the knowledge each needs, its rules and settings."""
+    from labelleak.attacks import ATTACKS
+
+    for name, cls in ATTACKS.items():
+        needs = ", ".join(sorted(cls.requires)) or "nothing"
+        click.echo(f"{name:<20} needs {needs}; rules {', '.join(cls.rules)}")
+        if cls.summary:
+            click.echo(f"    {cls.summary}")
+        for field, info in cls.Config.model_fields.items():
+            click.echo(f"    {field} = {info.default!r}: {info.description}")
+
+
+@cli.command()
 def archs() -> None:
     """List the architectures."""
     from labelleak.models import ARCHITECTURE_NOTES
