@@ -34,7 +34,7 @@ SETTINGS = {
         "dataset": "cifar10",
         "arch": "resnet8",
         "subsample_per_class": 1000,
-        "forget": [0, 3, 7, [2, 9]],
+        "forget": [3, [2, 9]],
     },
 }
 

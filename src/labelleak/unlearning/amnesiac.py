@@ -2,8 +2,14 @@
 
 The original training run records, for every class ``c``, the sum over all steps of the learning
 rate times the part of each batch's gradient that class ``c``'s samples contributed,
-``U_c = sum_t lr_t * grad_t(c)``. Unlearning subtracts ``U_c`` for the forgotten classes, then
+``U_c = sum_t lr_t * grad_t(c)``. Unlearning undoes ``s * U_c`` for the forgotten classes, then
 repairs briefly on the retained data.
+
+The sum collects gradients from the whole trajectory, most of them taken far from the final
+weights, so undoing all of it (``s = 1``) overshoots on long trainings: on full MNIST (LeNet-5,
+5 epochs) it left 13-87% retained accuracy even after repair. By default the method therefore
+searches the smallest ``s`` in ``1, 1/2, ..., 1/64`` that brings a probe of the forget data to at
+most ``stop_accuracy``, as neg-grad stops its ascent; the unlearner holds the forget data.
 
 Whole-class removal: Graves et al. undo the updates of the batches that held sensitive samples;
 when a whole class is forgotten nearly every batch holds one, and undoing those batches' whole
@@ -57,7 +63,16 @@ class ClassUpdateRecorder:
 
 
 class AmnesiacConfig(MethodConfig):
-    scale: float = Field(1.0, gt=0, description="multiple of the recorded updates to undo")
+    scale: float | None = Field(
+        None,
+        gt=0,
+        description="multiple of the recorded updates to undo; None = the smallest of "
+        "max_scale x 2^-k (k = 6..0) that brings forget-data accuracy to stop_accuracy",
+    )
+    max_scale: float = Field(1.0, gt=0, description="largest multiple tried by the search")
+    stop_accuracy: float = Field(
+        0.05, ge=0, le=1, description="forget-data probe accuracy the search aims for"
+    )
     repair_epochs: int = Field(1, ge=0, description="passes over the retained data afterwards")
     repair_lr_scale: float = Field(
         0.2, gt=0, description="repair learning rate as a multiple of the original's peak rate"
@@ -67,7 +82,7 @@ class AmnesiacConfig(MethodConfig):
 @register("amnesiac")
 class Amnesiac(UnlearningMethod):
     Config = AmnesiacConfig
-    summary = "subtract the forgotten classes' recorded updates, then repair on retained data"
+    summary = "undo the forgotten classes' recorded updates, then repair on retained data"
     needs_training_record = True
 
     @classmethod
@@ -82,13 +97,24 @@ class Amnesiac(UnlearningMethod):
                 "amnesiac unlearning needs the original's training record; train the original "
                 "with this method's recorder (labelleak run does so when amnesiac is listed)"
             )
-        model = task.copy_original()
         classes = list(task.forget_classes)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                update = task.training_record[RECORD_PREFIX + name][classes].sum(dim=0)
-                # Training stepped against the gradient; undoing it steps along the gradient.
-                param.add_(config.scale * update.to(param.device))
+        updates = {
+            name: task.training_record[RECORD_PREFIX + name][classes].sum(dim=0)
+            for name, _ in task.original.named_parameters()
+        }
+        if config.scale is not None:
+            scales = [config.scale]
+        else:
+            scales = [config.max_scale * 2.0**-k for k in range(6, -1, -1)]
+        forgotten = task.forgotten_enough(config.stop_accuracy)
+        for scale in scales:
+            model = task.copy_original()
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    # Training stepped against the gradient; undoing it steps along it.
+                    param.add_(scale * updates[name].to(param.device))
+            if forgotten(model):
+                break
         if config.repair_epochs == 0:
             return model.eval()
         return train_model(
