@@ -19,12 +19,13 @@ import yaml
 from tqdm.auto import tqdm
 
 import labelleak
-from labelleak.attacks import ATTACKS
+from labelleak.attacks import ATTACKS, make_attack_config
 from labelleak.evaluation import class_accuracies
 from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRunner
 from labelleak.experiment.config import ExperimentConfig, validate_config
-from labelleak.experiment.pipeline import Pipeline
+from labelleak.experiment.pipeline import ARTIFACT_VERSION, Pipeline
 from labelleak.experiment.store import ArtifactStore
+from labelleak.unlearning import build_method
 from labelleak.utils import (
     atomic_path,
     content_hash,
@@ -87,8 +88,6 @@ def resolved_config(config: ExperimentConfig, pipeline: Pipeline) -> dict[str, A
         }
         for dataset in config.dataset
     }
-    from labelleak.unlearning import build_method
-
     resolved["resolved"]["method_params"] = {
         m: build_method(m, config.method_params.get(m)).config.model_dump() for m in config.methods
     }
@@ -126,13 +125,25 @@ class ExperimentRunner:
         return self.cells_dir / f"{self._cell_key(cell, ATTACK_SETTINGS)}.json"
 
     def attack_cell_path(self, cell: AttackCell) -> Path:
-        return self.attack_cells_dir / f"{self._cell_key(cell, ('device',))}.json"
+        return self.attack_cells_dir / f"{self._cell_key(cell, ())}.json"
 
     def _cell_key(self, cell: Cell | AttackCell, exclude: tuple[str, ...]) -> str:
+        # Resolved settings (defaults included) and the artifact version are part of the key,
+        # so a result computed under other defaults or older code is never reused.
+        methods = {
+            name: build_method(name, self.config.method_params.get(name)).config.model_dump()
+            for name in self.config.methods
+        }
+        attacks = {
+            name: make_attack_config(name, self.config.attack_params.get(name)).model_dump()
+            for name in self.config.attacks
+        }
         return content_hash(
             {
                 "cell": [repr(cell)],
                 "config": self.config.model_dump(mode="json", exclude={"device", *exclude}),
+                "resolved": {"methods": methods, "attacks": attacks if not exclude else {}},
+                "version": [ARTIFACT_VERSION, labelleak.__version__],
                 "splits": self.pipeline.splits(cell.dataset).settings,
             }
         )
