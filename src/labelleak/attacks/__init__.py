@@ -1,7 +1,7 @@
 """Label-leakage attacks and baselines, registered by name (see :mod:`labelleak.attacks.base`)."""
 
 # Importing the attack modules registers them.
-from labelleak.attacks import inversion, probes  # noqa: F401
+from labelleak.attacks import baselines, inversion, parameter, probes  # noqa: F401
 from labelleak.attacks.base import (
     ATTACKS,
     Attack,

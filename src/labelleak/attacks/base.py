@@ -106,6 +106,9 @@ class ShadowRun:
     forgotten: tuple[int, ...]
     original: ImageClassifier | None = None
     method: str = ""
+    #: The classes the shadow original was trained on (None: every class). A class outside
+    #: them looks forgotten without having been unlearned, so fits should leave it out.
+    trained_classes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

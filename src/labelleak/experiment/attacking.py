@@ -142,7 +142,7 @@ class AttackRunner:
             jobs = self.shadow_jobs(classes, methods, seed)
             built = self.pipeline.shadow_models(dataset, SHADOW_SEED_OFFSET + seed, x, y, jobs)
             self._shadows[key] = [
-                ShadowRun(target.model, forget, original.model, method)
+                ShadowRun(target.model, forget, original.model, method, trained_classes=classes)
                 for method, forget, original, target in built
             ]
         return self._shadows[key]

@@ -1,0 +1,156 @@
+"""Baselines that need the same or less knowledge than the attacks, reported beside them.
+
+* ``chance``: one class drawn at random (no knowledge).
+* ``head-bias``: the class with the lowest classifier bias (white box).
+* ``head-norm``: the class with the smallest classifier row norm (white box).
+* ``absent-class``: the classes missing from the attacker's own data; the trivial answer by
+  elimination when that data covers every retained class.
+* ``unrelated-histogram``: the class the target least often predicts on unrelated data, ties
+  broken by its mean probability (query access only).
+
+Each scores every class (higher = more likely forgotten) and decides with the generic rules of
+:mod:`labelleak.attacks.rules`: ``top`` names one class, ``kmeans`` names the classes that stand
+out (possibly none).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from pydantic import Field
+
+from labelleak.attacks.base import (
+    Attack,
+    AttackConfig,
+    AttackerKnowledge,
+    AttackResult,
+    register_attack,
+)
+from labelleak.attacks.rules import (
+    DEFAULT_MIN_SEPARATION,
+    ClassFeatures,
+    Decision,
+    decide,
+    to_results,
+)
+from labelleak.errors import LabelleakError
+
+
+class RuleConfig(AttackConfig):
+    min_separation: float = Field(
+        DEFAULT_MIN_SEPARATION,
+        ge=0,
+        description="kmeans names nothing when the high cluster's robust separation is below this",
+    )
+
+
+class ScoreBaseline(Attack):
+    """A baseline defined by one score per class; subclasses implement :meth:`score`."""
+
+    Config = RuleConfig
+    rules = ("top", "kmeans")
+
+    def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
+        """Scores ``(K,)`` (higher = more likely forgotten) and the queries spent."""
+        raise NotImplementedError
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        started = time.perf_counter()
+        scores, queries = self.score(knowledge, seed)
+        features = ClassFeatures.from_score(scores)
+        config = self.config
+        assert isinstance(config, RuleConfig)
+        decisions = decide(self.rules, features, min_separation=config.min_separation, seed=seed)
+        return to_results(
+            self.name, decisions, features, seconds=time.perf_counter() - started, queries=queries
+        )
+
+
+def _head(knowledge: AttackerKnowledge) -> tuple[np.ndarray, np.ndarray]:
+    from torch import nn
+
+    layer = getattr(knowledge.white_box, "classifier", None)
+    if not isinstance(layer, nn.Linear):
+        raise LabelleakError("this baseline needs a model whose final layer is nn.Linear")
+    weight = layer.weight.detach().cpu().double().numpy()
+    bias = (
+        layer.bias.detach().cpu().double().numpy()
+        if layer.bias is not None
+        else np.zeros(weight.shape[0])
+    )
+    return weight, bias
+
+
+@register_attack("chance")
+class Chance(Attack):
+    Config = AttackConfig
+    requires = frozenset()
+    rules = ("top",)
+    summary = "one class drawn at random"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        scores = np.random.default_rng(seed).random(knowledge.num_classes)
+        features = ClassFeatures.from_score(scores)
+        return to_results(self.name, decide(self.rules, features), features)
+
+
+@register_attack("head-bias")
+class HeadBias(ScoreBaseline):
+    requires = frozenset({"white_box"})
+    summary = "the class with the lowest classifier bias"
+
+    def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
+        return -_head(knowledge)[1], 0
+
+
+@register_attack("head-norm")
+class HeadNorm(ScoreBaseline):
+    requires = frozenset({"white_box"})
+    summary = "the class with the smallest classifier row norm"
+
+    def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
+        return -np.linalg.norm(_head(knowledge)[0], axis=1), 0
+
+
+@register_attack("unrelated-histogram")
+class UnrelatedHistogram(ScoreBaseline):
+    requires = frozenset({"query", "unrelated_data"})
+    summary = "the class the target least predicts on unrelated data"
+
+    def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
+        assert knowledge.query is not None and knowledge.unrelated_data is not None
+        x = knowledge.unrelated_data
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(knowledge.input_shape) or len(x) == 0:
+            raise LabelleakError(
+                f"the unrelated data must be a non-empty batch of shape (N, "
+                f"{', '.join(map(str, knowledge.input_shape))}); got {tuple(x.shape)}"
+            )
+        probs = knowledge.query(x).double().numpy()
+        counts = np.bincount(probs.argmax(axis=1), minlength=knowledge.num_classes)
+        # Mean probability is below 1, so it only breaks ties between equal counts.
+        return -(counts + probs.mean(axis=0)), len(x)
+
+
+@register_attack("absent-class")
+class AbsentClass(Attack):
+    Config = AttackConfig
+    requires = frozenset({"attacker_data"})
+    rules = ("set", "top")
+    summary = "the classes missing from the attacker's own data (set), or one of them (top)"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        assert knowledge.attacker_data is not None
+        labels = knowledge.attacker_data[1]
+        if len(labels) == 0:
+            raise LabelleakError("the attacker's data is empty")
+        absent = ~np.isin(np.arange(knowledge.num_classes), labels.numpy())
+        # A random score among the absent classes: "top" is a fair guess among them.
+        scores = np.where(absent, 1.0 + np.random.default_rng(seed).random(len(absent)), 0.0)
+        features = ClassFeatures.from_score(scores)
+        named = tuple(int(c) for c in np.flatnonzero(absent))
+        decisions = {
+            "set": Decision(named),
+            "top": Decision((int(np.argmax(scores)),) if named else ()),
+        }
+        return to_results(self.name, decisions, features)

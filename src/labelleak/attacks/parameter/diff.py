@@ -1,0 +1,129 @@
+"""A2 ``param-diff``: compare the target's classifier rows with a head trained on unrelated data.
+
+The attacker holds only unlabelled images from another distribution. Labelled with their own
+classes (the paper's literal reading) they give rows with no digit-class structure, and the
+differences score near chance. Instead the unrelated images are labelled with the TARGET's own
+predictions (``label_source='target'``) and a head is trained on the target's frozen features of
+them: a forgotten class is (almost) never predicted, so its auxiliary row is "trained only to stay
+low", and the per-class difference vectors and scalars derived from them expose it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, register_attack
+from labelleak.attacks.parameter.auxiliary import (
+    LabelSource,
+    ParameterAttackConfig,
+    build_auxiliary,
+    check_images,
+    classifier_params,
+    is_finite,
+    validated_target,
+)
+from labelleak.attacks.parameter.features import class_features
+from labelleak.attacks.rules import ClassFeatures, LabelledFeatures, decide, to_results
+from labelleak.errors import LabelleakError
+from labelleak.models.base import ImageClassifier
+
+
+class ParamDiffConfig(ParameterAttackConfig):
+    score: str | tuple[str, ...] = Field(
+        ("-cos", "-target_logit"),
+        description="primary per-class score: feature names (see features.FEATURE_NAMES), each "
+        "prefixed with '-' when low values mean forgotten; their standard scores are summed. "
+        "Default: the auxiliary row of a class the target never predicts stays untrained, so it "
+        "points away from the target's row, and the target's logit at the data's mean is low",
+    )
+    label_source: LabelSource = Field(
+        "target",
+        description="labels of the unrelated images: 'target' (the target's predictions), "
+        "'soft' (its probabilities); 'given' is not possible (the data are unlabelled)",
+    )
+
+
+@register_attack("param-diff")
+class ParamDiff(Attack):
+    Config = ParamDiffConfig
+    requires = frozenset({"white_box", "unrelated_data", "shadows"})
+    rules = ("top", "kmeans", "youden", "tree")
+    summary = "target rows vs a head trained on unrelated data labelled by the target"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        started = time.perf_counter()
+        target = validated_target(knowledge)
+        x = unrelated_data(knowledge)
+        features = self.features(target, x, seed)
+        shadows: list[LabelledFeatures] = []
+        if {"youden", "tree"} & set(self.rules):
+            shadows = self.shadow_features(knowledge, x, seed)
+        config = self.config
+        assert isinstance(config, ParamDiffConfig)
+        decisions = decide(
+            self.rules,
+            features,
+            shadows,
+            kmeans_columns=config.kmeans_columns,
+            min_separation=config.min_separation,
+            tree_depth=config.tree_depth,
+            seed=seed,
+        )
+        return to_results(
+            self.name,
+            decisions,
+            features,
+            seconds=time.perf_counter() - started,
+            details={"shadow_runs": len(shadows)},
+        )
+
+    def features(self, model: ImageClassifier, x: torch.Tensor, seed: int) -> ClassFeatures:
+        """Per-class features of ``model`` against a head trained on unrelated ``x``."""
+        config = self.config
+        assert isinstance(config, ParamDiffConfig)
+        if config.label_source == "given":
+            raise LabelleakError("param-diff's unrelated data are unlabelled; use target or soft")
+        aux = build_auxiliary(
+            model, x, None, label_source=config.label_source, seed=seed, **config.auxiliary_kwargs()
+        )
+        weight, bias = classifier_params(model)
+        return class_features(weight, bias, aux, score=config.score, use_bias=config.use_bias)
+
+    def shadow_features(
+        self, knowledge: AttackerKnowledge, x: torch.Tensor, seed: int
+    ) -> list[LabelledFeatures]:
+        """Features of every shadow run, made with the same unrelated data and procedure.
+
+        A class a shadow never saw would look forgotten while labelled retained, so only the
+        shadow's ``trained_classes`` enter the fit.
+        """
+        assert knowledge.shadows is not None
+        runs = list(knowledge.shadows())
+        if not runs:
+            raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
+        labelled = []
+        for run in runs:
+            classifier_params(run.target)
+            if not is_finite(run.target):
+                # A shadow that diverged while unlearning says nothing about unlearning.
+                continue
+            known = None
+            if run.trained_classes is not None:
+                known = np.zeros(knowledge.num_classes, dtype=bool)
+                known[list(run.trained_classes)] = True
+            features = self.features(run.target, x, seed)
+            labelled.append(LabelledFeatures(features, run.forgotten, known))
+        return labelled
+
+
+def unrelated_data(knowledge: AttackerKnowledge) -> torch.Tensor:
+    """The unrelated images, checked to be a non-empty batch of the target's input shape."""
+    if knowledge.unrelated_data is None:
+        raise LabelleakError("this attack needs unrelated_data, which the attacker lacks")
+    x = knowledge.unrelated_data
+    check_images(x, knowledge.input_shape, "the unrelated data")
+    return x.float()

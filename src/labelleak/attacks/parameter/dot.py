@@ -1,0 +1,165 @@
+"""A1 ``param-dot``: the target's classifier rows against a head trained on the attacker's data.
+
+The attacker holds labelled data of some retained classes. An auxiliary head in the target's
+feature space (:mod:`.auxiliary`) is trained on it; its rows for classes the attacker has no data
+of are "trained only to stay low", which is what unlearning does to a forgotten row. Only classes
+absent from the attacker's data are candidates (a class it holds data of was retained, by the
+threat model); among them the forgotten rows are the ones most similar to their auxiliary rows.
+
+With data of every retained class, a single candidate is left: the answer is then the trivial
+``absent-class`` baseline in disguise, and the attack is only informative with partial coverage.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, register_attack
+from labelleak.attacks.parameter.auxiliary import (
+    ParameterAttackConfig,
+    build_auxiliary,
+    check_images,
+    classifier_params,
+    is_finite,
+    validated_target,
+)
+from labelleak.attacks.parameter.features import class_features
+from labelleak.attacks.rules import ClassFeatures, Decision, LabelledFeatures, decide, to_results
+from labelleak.errors import LabelleakError
+from labelleak.models.base import ImageClassifier
+
+
+class ParamDotConfig(ParameterAttackConfig):
+    score: str | tuple[str, ...] = Field(
+        ("cos", "-diff_norm"),
+        description="primary per-class score: feature names (see features.FEATURE_NAMES), each "
+        "prefixed with '-' when low values mean forgotten; their standard scores are summed. "
+        "Default: a forgotten row points like, and lies close to, a row trained on no sample",
+    )
+
+
+@register_attack("param-dot")
+class ParamDot(Attack):
+    Config = ParamDotConfig
+    requires = frozenset({"white_box", "attacker_data", "shadows"})
+    rules = ("top", "kmeans", "youden", "tree")
+    summary = "target rows vs a head trained on the attacker's data, among the classes it lacks"
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        started = time.perf_counter()
+        target = validated_target(knowledge)
+        x, y = attacker_data(knowledge)
+        present = np.unique(y.numpy())
+        lacking = ~np.isin(np.arange(knowledge.num_classes), present)
+        if not lacking.any():
+            # Data of every class: by the threat model nothing can have been forgotten.
+            empty = ClassFeatures.from_score(np.zeros(knowledge.num_classes))
+            reason = {"reason": "no class is absent"}
+            decisions = {rule: Decision((), reason) for rule in self.rules}
+            return to_results(self.name, decisions, empty, seconds=time.perf_counter() - started)
+        features = self.features(target, x, y, lacking, seed)
+        shadows: list[LabelledFeatures] = []
+        if {"youden", "tree"} & set(self.rules):
+            shadows = self.shadow_features(knowledge, x, y, int(lacking.sum()), seed)
+        config = self.config
+        assert isinstance(config, ParamDotConfig)
+        decisions = decide(
+            self.rules,
+            features,
+            shadows,
+            kmeans_columns=config.kmeans_columns,
+            min_separation=config.min_separation,
+            tree_depth=config.tree_depth,
+            seed=seed,
+        )
+        return to_results(
+            self.name,
+            decisions,
+            features,
+            seconds=time.perf_counter() - started,
+            details={"candidates": int(lacking.sum()), "shadow_runs": len(shadows)},
+        )
+
+    def features(
+        self,
+        model: ImageClassifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        candidates: np.ndarray,
+        seed: int,
+    ) -> ClassFeatures:
+        """Per-class features of ``model`` against a head trained on ``(x, y)``."""
+        config = self.config
+        assert isinstance(config, ParamDotConfig)
+        aux = build_auxiliary(
+            model, x, y, label_source="given", seed=seed, **config.auxiliary_kwargs()
+        )
+        weight, bias = classifier_params(model)
+        return class_features(
+            weight,
+            bias,
+            aux,
+            score=config.score,
+            candidates=candidates,
+            contrast=True,
+            use_bias=config.use_bias,
+        )
+
+    def shadow_features(
+        self,
+        knowledge: AttackerKnowledge,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lacking: int,
+        seed: int,
+    ) -> list[LabelledFeatures]:
+        """Features of every shadow run, made exactly as for the target.
+
+        A shadow was trained on the attacker's classes ``A``. To mimic the target, where the
+        attacker lacks ``lacking`` classes, each shadow's auxiliary head sees the attacker's data
+        of ``A`` minus the shadow's forgotten classes minus a random hold-out of retained classes
+        (as many as the target's lacking retained classes, keeping at least two classes); its
+        candidates are the forgotten plus held-out classes. Classes outside ``A`` were never
+        trained by the shadow and are left out (their rows look forgotten but are not).
+        """
+        assert knowledge.shadows is not None
+        runs = list(knowledge.shadows())
+        if not runs:
+            raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
+        trained = np.unique(y.numpy())
+        rng = np.random.default_rng(seed)
+        labelled = []
+        for run in runs:
+            classifier_params(run.target)
+            if not is_finite(run.target):
+                # A shadow that diverged while unlearning says nothing about unlearning.
+                continue
+            forgotten = np.array(run.forgotten, dtype=int)
+            retained = np.setdiff1d(trained, forgotten)
+            holdout_size = min(max(lacking - len(forgotten), 0), len(retained) - 2)
+            holdout = rng.choice(retained, size=max(holdout_size, 0), replace=False)
+            seen = np.setdiff1d(retained, holdout)
+            keep = torch.from_numpy(np.isin(y.numpy(), seen))
+            candidates = np.isin(np.arange(knowledge.num_classes), np.union1d(forgotten, holdout))
+            if not candidates.any():
+                continue
+            features = self.features(run.target, x[keep], y[keep], candidates, seed)
+            labelled.append(LabelledFeatures(features, tuple(int(c) for c in forgotten)))
+        return labelled
+
+
+def attacker_data(knowledge: AttackerKnowledge) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attacker's labelled data, checked for shape, emptiness and label range."""
+    if knowledge.attacker_data is None:
+        raise LabelleakError("this attack needs attacker_data, which the attacker lacks")
+    x, y = knowledge.attacker_data
+    check_images(x, knowledge.input_shape, "the attacker's data")
+    if y.ndim != 1 or len(y) != len(x):
+        raise LabelleakError(f"the attacker's labels must have shape ({len(x)},)")
+    if int(y.min()) < 0 or int(y.max()) >= knowledge.num_classes:
+        raise LabelleakError(f"the attacker's labels must lie in 0..{knowledge.num_classes - 1}")
+    return x, y.long()

@@ -1,0 +1,190 @@
+"""param-dot, param-diff and the baselines on a tiny digits grid (trained once per module)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import labelleak.attacks.baselines
+import labelleak.attacks.parameter  # noqa: F401  (registers the attacks)
+from labelleak.attacks.base import (
+    AttackerKnowledge,
+    QueryFunction,
+    ShadowRun,
+    probabilities_of,
+    run_attack,
+)
+from labelleak.attacks.parameter import make_shadow_runs
+from labelleak.errors import LabelleakError
+from labelleak.experiment.config import parse_config
+from labelleak.experiment.pipeline import Pipeline
+from labelleak.experiment.store import ArtifactStore
+
+FORGOTTEN = (3,)
+#: The attacker's data covers about half of the retained classes.
+HALF = (0, 1, 2, 4, 5)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    store = ArtifactStore(tmp_path_factory.mktemp("cache"))
+    pipeline = Pipeline(
+        parse_config({"dataset": "digits", "methods": ["retrain", "neg-grad"]}),
+        store,
+        torch.device("cpu"),
+    )
+    splits = pipeline.splits("digits")
+    config = pipeline.config.train_config("digits")
+
+    def shadows(classes: tuple[int, ...], sets: list[tuple[int, ...]]) -> list[ShadowRun]:
+        x, y = splits.attacker_data(classes)
+        return make_shadow_runs(
+            x,
+            y,
+            lambda: pipeline.new_model("digits", 1000),
+            config,
+            ("retrain", "neg-grad"),
+            sets,
+            seed=1000,
+        )
+
+    return {
+        "splits": splits,
+        "original": pipeline.original("digits", 0).model,
+        "targets": {
+            m: pipeline.unlearned("digits", 0, m, FORGOTTEN).model for m in ("retrain", "neg-grad")
+        },
+        "shadows_all": shadows(tuple(range(10)), [(1,), (5,), (2, 8)]),
+        "shadows_half": shadows(HALF, [(1,), (4,)]),
+    }
+
+
+def knowledge(
+    grid: dict, model: nn.Module, classes: tuple[int, ...] | None = None, **changes: object
+) -> AttackerKnowledge:
+    splits = grid["splits"]
+    shape = tuple(splits.dataset.input_shape)
+    covered = tuple(c for c in range(10) if c not in FORGOTTEN) if classes is None else classes
+    runs = grid["shadows_half"] if classes == HALF else grid["shadows_all"]
+    base = AttackerKnowledge(
+        num_classes=10,
+        input_shape=shape,
+        white_box=model,
+        query=QueryFunction(probabilities_of(model), shape, 10),
+        attacker_data=splits.attacker_data(covered),
+        attacker_classes=covered,
+        unrelated_data=torch.rand(500, *shape, generator=torch.Generator().manual_seed(0)),
+        shadows=lambda: runs,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def by_rule(results: list) -> dict:
+    return {r.rule: r for r in results}
+
+
+@pytest.mark.parametrize("method", ["retrain", "neg-grad"])
+def test_param_diff_names_the_forgotten_class(grid: dict, method: str) -> None:
+    results = by_rule(run_attack("param-diff", knowledge(grid, grid["targets"][method])))
+    assert set(results) == {"top", "kmeans", "youden", "tree"}
+    assert results["top"].predicted == FORGOTTEN
+    assert results["kmeans"].predicted == FORGOTTEN
+    assert results["top"].scores.shape == (10,)
+
+
+@pytest.mark.parametrize("method", ["retrain", "neg-grad"])
+def test_param_dot_names_the_forgotten_class(grid: dict, method: str) -> None:
+    k = knowledge(grid, grid["targets"][method], HALF)
+    results = by_rule(run_attack("param-dot", k))
+    assert results["top"].predicted == FORGOTTEN
+    # Classes the attacker holds data of are never named.
+    assert not set(results["tree"].predicted) & set(HALF)
+
+
+def test_kmeans_names_nothing_on_the_original(grid: dict) -> None:
+    results = by_rule(run_attack("param-diff", knowledge(grid, grid["original"])))
+    assert results["kmeans"].predicted == ()
+
+
+def test_fitted_rules_read_only_shadow_labels(grid: dict) -> None:
+    target = grid["targets"]["neg-grad"]
+    # The same knowledge with different "truth" attached must give identical answers.
+    first = run_attack("param-diff", knowledge(grid, target, extra={"forgotten": (3,)}))
+    second = run_attack("param-diff", knowledge(grid, target, extra={"forgotten": (7,)}))
+    assert [r.predicted for r in first] == [r.predicted for r in second]
+    # Relabelling the shadows (the only labels) moves the fitted threshold.
+    relabelled = [
+        dataclasses.replace(run, forgotten=((run.forgotten[0] + 1) % 10,))
+        for run in grid["shadows_all"]
+        if run.forgotten
+    ]
+    moved = run_attack("param-diff", knowledge(grid, target, shadows=lambda: relabelled))
+    assert (
+        by_rule(moved)["youden"].details["threshold"]
+        != by_rule(first)["youden"].details["threshold"]
+    )
+
+
+def test_shadow_runs_cover_every_method_and_set(grid: dict) -> None:
+    runs = grid["shadows_all"]
+    assert runs[0].forgotten == () and runs[0].method == "original"
+    assert {(r.method, r.forgotten) for r in runs[1:]} == {
+        (m, s) for m in ("retrain", "neg-grad") for s in [(1,), (5,), (2, 8)]
+    }
+    x, y = grid["splits"].attacker_data(HALF)
+    with pytest.raises(LabelleakError, match="shadow forget set"):
+        make_shadow_runs(x, y, lambda: None, None, ("retrain",), [(9,)], seed=1)  # type: ignore[arg-type]
+
+
+def test_bad_knowledge_gives_one_line_errors(grid: dict) -> None:
+    target = grid["targets"]["retrain"]
+    wrong_shape = knowledge(grid, target, unrelated_data=torch.rand(10, 1, 28, 28))
+    with pytest.raises(LabelleakError, match="shape"):
+        run_attack("param-diff", wrong_shape)
+    with pytest.raises(LabelleakError, match="needs unrelated_data"):
+        run_attack("param-diff", knowledge(grid, target, unrelated_data=None))
+    headless = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(LabelleakError, match=r"named .classifier."):
+        run_attack("param-diff", knowledge(grid, headless))
+    empty = (torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long))
+    with pytest.raises(LabelleakError, match="empty"):
+        run_attack("param-dot", knowledge(grid, target, attacker_data=empty))
+    with pytest.raises(LabelleakError, match="bad parameter"):
+        run_attack("param-dot", knowledge(grid, target), {"score": 3})
+    with pytest.raises(LabelleakError, match="unknown score"):
+        run_attack("param-dot", knowledge(grid, target, HALF), {"score": "nope"})
+
+
+def test_baselines(grid: dict) -> None:
+    k = knowledge(grid, grid["targets"]["retrain"])
+    assert by_rule(run_attack("absent-class", k))["set"].predicted == FORGOTTEN
+    half = by_rule(run_attack("absent-class", knowledge(grid, grid["original"], HALF)))
+    assert len(half["set"].predicted) == 5 and len(half["top"].predicted) == 1
+    histogram = run_attack("unrelated-histogram", k)
+    assert histogram[0].queries == 500
+    assert by_rule(histogram)["top"].predicted == FORGOTTEN
+    for name in ("chance", "head-bias", "head-norm"):
+        for result in run_attack(name, k):
+            assert result.scores.shape == (10,) and np.isfinite(result.scores).all()
+
+
+def test_diverged_shadows_are_skipped_and_scores_compose(grid: dict) -> None:
+    target = grid["targets"]["retrain"]
+    broken = [copy.deepcopy(run) for run in grid["shadows_all"][:2]]
+    with torch.no_grad():
+        broken[1].target.classifier.weight.fill_(float("nan"))
+    runs = broken + list(grid["shadows_all"][2:])
+    results = by_rule(
+        run_attack(
+            "param-diff",
+            knowledge(grid, target, shadows=lambda: runs),
+            {"score": ["-aux_norm", "-cos"]},
+        )
+    )
+    assert results["top"].predicted == FORGOTTEN
+    assert results["tree"].details["shadow_runs"] == len(runs) - 1
