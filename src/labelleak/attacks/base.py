@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 from labelleak.registry import Registry
+
+T = TypeVar("T")
 
 #: The kinds of knowledge an attack may require.
 KNOWLEDGE_KINDS = ("white_box", "query", "attacker_data", "unrelated_data", "original", "shadows")
@@ -194,6 +196,24 @@ class Attack:
         if config is not None and params:
             raise TypeError("pass either a config object or keyword parameters, not both")
         self.config = config if config is not None else make_attack_config(self.name, params)
+        self._calibrations: dict[int, tuple[Sequence[ShadowRun], Any]] = {}
+
+    def calibrated(self, knowledge: AttackerKnowledge, compute: Callable[[], T]) -> T:
+        """What the attack learns from the attacker's shadow runs, computed once per shadow set.
+
+        Targets attacked under the same knowledge share one shadow list (the harness hands out
+        the same list object), so one attack instance reuses its shadow features across them.
+        """
+        assert knowledge.shadows is not None
+        runs = knowledge.shadows()
+        cached = self._calibrations.get(id(runs))
+        if cached is None or cached[0] is not runs:
+            cached = (runs, compute())
+            self._calibrations[id(runs)] = cached
+        return cached[1]
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        """Do the once-per-knowledge work (shadow calibration) before targets are timed."""
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         """Attack one target; return one :class:`AttackResult` per rule in :attr:`rules`."""

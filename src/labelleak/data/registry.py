@@ -79,7 +79,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "digits",
             "scikit-learn's bundled 8x8 handwritten digits (1,797 images); needs no download",
             "mlp",
-            "patches",
+            # Measured: param-diff named neg-grad targets' class more often with noise than with
+            # photo patches (0.75 against at most 0.50, digits, 10 classes x 2 seeds).
+            "noise",
             False,
             _load_digits,
         ),

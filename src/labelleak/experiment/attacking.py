@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from labelleak.attacks import (
+    Attack,
     AttackerKnowledge,
     AttackResult,
     QueryFunction,
@@ -76,6 +77,7 @@ class AttackRunner:
         self.pipeline = pipeline
         self._unrelated: dict[str, torch.Tensor] = {}
         self._shadows: dict[tuple[Any, ...], list[ShadowRun]] = {}
+        self._attacks: dict[str, Attack] = {}
 
     def attacker_classes(self, dataset: str, seed: int, gap: tuple[int, ...]) -> tuple[int, ...]:
         """The retained classes the attacker's data covers for a target with forget set ``gap``."""
@@ -164,6 +166,13 @@ class AttackRunner:
             shadows=lambda: self.shadows(cell.dataset, cell.seed, classes, cell.method),
         )
 
+    def attack(self, name: str) -> Attack:
+        """One instance per attack for the whole grid, so shadow calibrations are reused."""
+        if name not in self._attacks:
+            cls = get_attack_class(name)
+            self._attacks[name] = cls(make_attack_config(name, self.config.attack_params.get(name)))
+        return self._attacks[name]
+
     def query_function(self, dataset: str, target: ImageClassifier) -> QueryFunction:
         """Black-box access to ``target`` with a query counter starting at zero."""
         data = self.pipeline.splits(dataset).dataset
@@ -214,11 +223,11 @@ class AttackRunner:
             knowledge.shadows()
         rows = []
         for name in self.config.attacks:
-            cls = get_attack_class(name)
-            attack = cls(make_attack_config(name, self.config.attack_params.get(name)))
+            attack = self.attack(name)
             # A fresh counter per attack, so each reports only its own queries.
             counted = replace(knowledge, query=self.query_function(cell.dataset, target))
-            view = restrict(counted, cls.requires)
+            view = restrict(counted, type(attack).requires)
+            attack.prepare(view, seed=cell.seed)
             started = time.perf_counter()
             results = attack.run(view, seed=cell.seed)
             seconds = time.perf_counter() - started

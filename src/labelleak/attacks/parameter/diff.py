@@ -54,14 +54,22 @@ class ParamDiff(Attack):
     rules = ("top", "kmeans", "youden", "tree")
     summary = "target rows vs a head trained on unrelated data labelled by the target"
 
+    def calibration(self, knowledge: AttackerKnowledge, seed: int) -> list[LabelledFeatures]:
+        """Shadow features for the fitted rules, computed once per knowledge setting."""
+        if not {"youden", "tree"} & set(self.rules):
+            return []
+        x = unrelated_data(knowledge)
+        return self.calibrated(knowledge, lambda: self.shadow_features(knowledge, x, seed))
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.calibration(knowledge, seed)
+
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
         target = validated_target(knowledge)
         x = unrelated_data(knowledge)
         features = self.features(target, x, seed)
-        shadows: list[LabelledFeatures] = []
-        if {"youden", "tree"} & set(self.rules):
-            shadows = self.shadow_features(knowledge, x, seed)
+        shadows = self.calibration(knowledge, seed)
         config = self.config
         assert isinstance(config, ParamDiffConfig)
         decisions = decide(

@@ -49,6 +49,19 @@ class ParamDot(Attack):
     rules = ("top", "kmeans", "youden", "tree")
     summary = "target rows vs a head trained on the attacker's data, among the classes it lacks"
 
+    def calibration(self, knowledge: AttackerKnowledge, seed: int) -> list[LabelledFeatures]:
+        """Shadow features for the fitted rules, computed once per knowledge setting."""
+        x, y = attacker_data(knowledge)
+        lacking = ~np.isin(np.arange(knowledge.num_classes), np.unique(y.numpy()))
+        if not ({"youden", "tree"} & set(self.rules)) or not lacking.any():
+            return []
+        return self.calibrated(
+            knowledge, lambda: self.shadow_features(knowledge, x, y, int(lacking.sum()), seed)
+        )
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.calibration(knowledge, seed)
+
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
         target = validated_target(knowledge)
@@ -62,9 +75,7 @@ class ParamDot(Attack):
             decisions = {rule: Decision((), reason) for rule in self.rules}
             return to_results(self.name, decisions, empty, seconds=time.perf_counter() - started)
         features = self.features(target, x, y, lacking, seed)
-        shadows: list[LabelledFeatures] = []
-        if {"youden", "tree"} & set(self.rules):
-            shadows = self.shadow_features(knowledge, x, y, int(lacking.sum()), seed)
+        shadows = self.calibration(knowledge, seed)
         config = self.config
         assert isinstance(config, ParamDotConfig)
         decisions = decide(
