@@ -1,10 +1,12 @@
 """Benchmark: train the original and run the five paper methods on real data, on this machine.
 
+Datasets: MNIST and Fashion-MNIST (LeNet-5, full training data) and CIFAR-10 (ResNet-8).
+
 Reports, per dataset and method, the mean forget / retain / test accuracy on the official test set
 and the mean wall time of unlearning, plus the original's training time. Usage::
 
     .venv/bin/python benchmarks/bench_unlearning.py [--data-dir ../shared/data] [--out DIR]
-        [--only mnist|cifar10] [--cache-dir DIR]
+        [--only mnist|fashion_mnist|cifar10] [--cache-dir DIR]
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     # LeNet-5 on the full MNIST training set (54,000 images after the attacker's 10%).
     "mnist": {"dataset": "mnist", "forget": [0, 3, 7, [2, 9]]},
+    "fashion_mnist": {"dataset": "fashion_mnist", "forget": [0, 3, 7, [2, 9]]},
     # ResNet-8 on 1,000 CIFAR-10 images per class: amnesiac's recorded training costs ~6x plain
     # training on a CPU, so the full 2,500 per class does not fit a benchmark run here.
     "cifar10": {
