@@ -25,7 +25,7 @@ from labelleak.unlearning import UnlearningMethod, UnlearningTask, build_method,
 from labelleak.utils import content_hash, seed_everything
 
 #: Bump when a change to training, model or method code makes cached models stale.
-ARTIFACT_VERSION = 2
+ARTIFACT_VERSION = 3
 RECORD = "training_record"
 
 

@@ -8,8 +8,10 @@ repairs briefly on the retained data.
 The sum collects gradients from the whole trajectory, most of them taken far from the final
 weights, so undoing all of it (``s = 1``) overshoots on long trainings: on full MNIST (LeNet-5,
 5 epochs) it left 13-87% retained accuracy even after repair. By default the method therefore
-searches the smallest ``s`` in ``1, 1/2, ..., 1/64`` that brings a probe of the forget data to at
-most ``stop_accuracy``, as neg-grad stops its ascent; the unlearner holds the forget data.
+searches the smallest ``s`` in ``1/64, 1/32, ..., 1`` that brings a probe of the forget data to at
+most ``stop_accuracy`` both after the undo and after the repair (on Fashion-MNIST the repair
+brought a barely-removed class back to 26% test accuracy), as neg-grad stops its ascent; the
+unlearner holds the forget data.
 
 Whole-class removal: Graves et al. undo the updates of the batches that held sensitive samples;
 when a whole class is forgotten nearly every batch holds one, and undoing those batches' whole
@@ -107,16 +109,34 @@ class Amnesiac(UnlearningMethod):
         else:
             scales = [config.max_scale * 2.0**-k for k in range(6, -1, -1)]
         forgotten = task.forgotten_enough(config.stop_accuracy)
-        for scale in scales:
-            model = task.copy_original()
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    # Training stepped against the gradient; undoing it steps along it.
-                    param.add_(scale * updates[name].to(param.device))
-            if forgotten(model):
+        for index, scale in enumerate(scales):
+            model = self._undo(task, updates, scale)
+            last = index == len(scales) - 1
+            if not (forgotten(model) or last):
+                continue
+            model = self._repair(task, model, config)
+            # Repair can bring a class back that the undo only just removed: then undo more.
+            if forgotten(model) or last:
                 break
+        return model.eval()
+
+    @staticmethod
+    def _undo(
+        task: UnlearningTask, updates: dict[str, torch.Tensor], scale: float
+    ) -> ImageClassifier:
+        model = task.copy_original()
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                # Training stepped against the gradient; undoing it steps along it.
+                param.add_(scale * updates[name].to(param.device))
+        return model
+
+    @staticmethod
+    def _repair(
+        task: UnlearningTask, model: ImageClassifier, config: AmnesiacConfig
+    ) -> ImageClassifier:
         if config.repair_epochs == 0:
-            return model.eval()
+            return model
         return train_model(
             model,
             task.retain_x,
