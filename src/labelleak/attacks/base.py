@@ -141,12 +141,20 @@ class AttackerKnowledge:
     def has(self, kind: str) -> bool:
         return getattr(self, kind) is not None
 
+    def need(self, *kinds: str) -> Any:
+        """The piece of knowledge ``kinds[0]`` (or a tuple of all), raising if any is missing."""
+        missing = [kind for kind in sorted(kinds) if not self.has(kind)]
+        if missing:
+            raise LabelleakError(
+                f"this attack needs {', '.join(missing)}, which the attacker lacks"
+            )
+        pieces = tuple(getattr(self, kind) for kind in kinds)
+        return pieces[0] if len(pieces) == 1 else pieces
+
 
 def restrict(knowledge: AttackerKnowledge, kinds: frozenset[str]) -> AttackerKnowledge:
     """A view of ``knowledge`` holding only ``kinds``; raise if one of them is missing."""
-    missing = [kind for kind in sorted(kinds) if not knowledge.has(kind)]
-    if missing:
-        raise LabelleakError(f"this attack needs {', '.join(missing)}, which the attacker lacks")
+    knowledge.need(*kinds)
     dropped = {kind: None for kind in KNOWLEDGE_KINDS if kind not in kinds}
     if "attacker_data" not in kinds:
         dropped["attacker_classes"] = None

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,6 @@ from labelleak.attacks.inversion.criteria import (
     robust_outliers,
 )
 from labelleak.attacks.inversion.white_box import GradientInversionConfig, invert_classes
-from labelleak.errors import LabelleakError
 
 
 class NoiseHistogramConfig(AttackConfig):
@@ -50,6 +50,29 @@ class NoiseHistogramConfig(AttackConfig):
     )
 
 
+def per_rule(
+    attack: Attack,
+    named: dict[str, tuple[int, ...]],
+    scores: np.ndarray,
+    queries: int,
+    seconds: float,
+    details: dict[str, Any],
+) -> list[AttackResult]:
+    """One :class:`AttackResult` per rule of ``attack``, naming ``named[rule]``."""
+    return [
+        AttackResult(
+            attack=attack.name,
+            rule=rule,
+            predicted=named[rule],
+            scores=scores,
+            queries=queries,
+            seconds=seconds,
+            details=details,
+        )
+        for rule in attack.rules
+    ]
+
+
 @register_attack("noise-histogram")
 class NoiseHistogram(Attack):
     """The class the target least predicts on uniform noise (black box, no data)."""
@@ -60,9 +83,7 @@ class NoiseHistogram(Attack):
     summary = "least-predicted class on uniform-noise queries (black-box baseline)"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        query = knowledge.query
-        if query is None:
-            raise LabelleakError("noise-histogram needs query access to the target")
+        query = knowledge.need("query")
         config: NoiseHistogramConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         before = query.queries
@@ -82,18 +103,7 @@ class NoiseHistogram(Attack):
         }
         details = {"counts": counts.numpy(), "mean_prob": mean_prob.numpy()}
         seconds = time.perf_counter() - started
-        return [
-            AttackResult(
-                attack=self.name,
-                rule=rule,
-                predicted=named[rule],
-                scores=scores,
-                queries=query.queries - before,
-                seconds=seconds,
-                details=details,
-            )
-            for rule in self.rules
-        ]
+        return per_rule(self, named, scores, query.queries - before, seconds, details)
 
 
 class ProbeDropConfig(GradientInversionConfig):
@@ -119,20 +129,18 @@ class ProbeDrop(Attack):
     summary = "confidence drop of original-crafted probes on the target (needs the original)"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        if knowledge.original is None or knowledge.query is None:
-            raise LabelleakError("probe-drop needs the original model and query access")
+        original, query = knowledge.need("original", "query")
         config: ProbeDropConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         k, r = knowledge.num_classes, config.restarts
-        original = knowledge.original
         crafted = invert_classes(original, k, knowledge.input_shape, config, seed)
         probes = crafted.restarts.flatten(0, 1)
         labels = torch.arange(k).repeat_interleave(r)
         device = next(original.parameters()).device
         with torch.no_grad():
             before_odds = log_odds_from_logits(original(probes.to(device)).double().cpu(), labels)
-        used = knowledge.query.queries
-        target_probs = query_probabilities(knowledge.query, probes)
+        used = query.queries
+        target_probs = query_probabilities(query, probes)
         after_odds = log_odds_from_probs(target_probs, labels)
         # Capping both sides keeps a model's overall logit scale from posing as a drop.
         drop = (before_odds.clamp(max=config.cap) - after_odds.clamp(max=config.cap)).view(k, r)
@@ -153,17 +161,6 @@ class ProbeDrop(Attack):
             "target_log_odds": after_odds.view(k, r),
             "target_own_prob": own_prob.numpy(),
         }
-        queries = knowledge.query.queries - used
+        queries = query.queries - used
         seconds = time.perf_counter() - started
-        return [
-            AttackResult(
-                attack=self.name,
-                rule=rule,
-                predicted=named[rule],
-                scores=scores,
-                queries=queries,
-                seconds=seconds,
-                details=details,
-            )
-            for rule in self.rules
-        ]
+        return per_rule(self, named, scores, queries, seconds, details)

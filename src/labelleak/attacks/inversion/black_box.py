@@ -245,9 +245,7 @@ class BlackBoxInversion(Attack):
     summary = "per-class prototypes by a genetic algorithm over queried probabilities (black box)"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        query = knowledge.query
-        if query is None:
-            raise LabelleakError("invert-black needs query access to the target")
+        query = knowledge.need("query")
         config: BlackBoxConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         before = query.queries

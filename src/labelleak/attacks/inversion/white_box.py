@@ -167,9 +167,7 @@ class WhiteBoxInversion(Attack):
     summary = "per-class prototypes by gradient inversion of the target (white box, no data)"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        model = knowledge.white_box
-        if model is None:
-            raise LabelleakError("invert-white needs the target model (white_box)")
+        model = knowledge.need("white_box")
         config: WhiteBoxConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         inversion = invert_classes(

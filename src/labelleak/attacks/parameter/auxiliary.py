@@ -317,9 +317,7 @@ class ParameterAttackConfig(AttackConfig):
 
 def validated_target(knowledge: AttackerKnowledge) -> ImageClassifier:
     """The white-box target, checked to expose ``features`` and an ``nn.Linear`` classifier."""
-    model = knowledge.white_box
-    if model is None:
-        raise LabelleakError("this attack needs white_box, which the attacker lacks")
+    model = knowledge.need("white_box")
     weight, _ = classifier_params(model)
     if weight.shape[0] != knowledge.num_classes:
         raise LabelleakError(

@@ -130,8 +130,6 @@ class ParamDiff(Attack):
 
 def unrelated_data(knowledge: AttackerKnowledge) -> torch.Tensor:
     """The unrelated images, checked to be a non-empty batch of the target's input shape."""
-    if knowledge.unrelated_data is None:
-        raise LabelleakError("this attack needs unrelated_data, which the attacker lacks")
-    x = knowledge.unrelated_data
+    x = knowledge.need("unrelated_data")
     check_images(x, knowledge.input_shape, "the unrelated data")
     return x.float()

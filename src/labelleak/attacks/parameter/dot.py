@@ -165,9 +165,7 @@ class ParamDot(Attack):
 
 def attacker_data(knowledge: AttackerKnowledge) -> tuple[torch.Tensor, torch.Tensor]:
     """The attacker's labelled data, checked for shape, emptiness and label range."""
-    if knowledge.attacker_data is None:
-        raise LabelleakError("this attack needs attacker_data, which the attacker lacks")
-    x, y = knowledge.attacker_data
+    x, y = knowledge.need("attacker_data")
     check_images(x, knowledge.input_shape, "the attacker's data")
     if y.ndim != 1 or len(y) != len(x):
         raise LabelleakError(f"the attacker's labels must have shape ({len(x)},)")
