@@ -122,12 +122,12 @@ class ExperimentRunner:
         self.progress = progress
 
     def cell_path(self, cell: Cell) -> Path:
-        return self.cells_dir / f"{self._cell_key(cell, ATTACK_SETTINGS)}.json"
+        return self.cells_dir / f"{self._cell_key(cell, with_attacks=False)}.json"
 
     def attack_cell_path(self, cell: AttackCell) -> Path:
-        return self.attack_cells_dir / f"{self._cell_key(cell, ())}.json"
+        return self.attack_cells_dir / f"{self._cell_key(cell, with_attacks=True)}.json"
 
-    def _cell_key(self, cell: Cell | AttackCell, exclude: tuple[str, ...]) -> str:
+    def _cell_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
         # Resolved settings (defaults included) and the artifact version are part of the key,
         # so a result computed under other defaults or older code is never reused.
         methods = {
@@ -138,11 +138,14 @@ class ExperimentRunner:
             name: make_attack_config(name, self.config.attack_params.get(name)).model_dump()
             for name in self.config.attacks
         }
+        # Unlearning results do not depend on the attack settings, so changing those must not
+        # invalidate them.
+        excluded = {"device"} if with_attacks else {"device", *ATTACK_SETTINGS}
         return content_hash(
             {
                 "cell": [repr(cell)],
-                "config": self.config.model_dump(mode="json", exclude={"device", *exclude}),
-                "resolved": {"methods": methods, "attacks": attacks if not exclude else {}},
+                "config": self.config.model_dump(mode="json", exclude=excluded),
+                "resolved": {"methods": methods, "attacks": attacks if with_attacks else {}},
                 "version": [ARTIFACT_VERSION, labelleak.__version__],
                 "splits": self.pipeline.splits(cell.dataset).settings,
             }
@@ -192,15 +195,8 @@ class ExperimentRunner:
 
     def write_attack_table(self, targets: list[AttackCell]) -> pd.DataFrame:
         """Rebuild ``attacks.csv`` from the finished attack cells, in grid order."""
-        rows = []
-        for cell in targets:
-            path = self.attack_cell_path(cell)
-            if path.is_file():
-                rows.extend(json.loads(path.read_text()))
-        table = pd.DataFrame(rows, columns=ATTACK_COLUMNS)
-        with atomic_path(self.out_dir / "attacks.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        return table
+        paths = [self.attack_cell_path(cell) for cell in targets]
+        return self._rebuild_csv(paths, "attacks.csv", ATTACK_COLUMNS)
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         splits = self.pipeline.splits(cell.dataset)
@@ -226,12 +222,22 @@ class ExperimentRunner:
 
     def write_table(self, cells: list[Cell]) -> pd.DataFrame:
         """Rebuild ``unlearning.csv`` from the finished cells of this grid, in grid order."""
-        rows = []
-        for cell in cells:
-            path = self.cell_path(cell)
+        paths = [self.cell_path(cell) for cell in cells]
+        return self._rebuild_csv(paths, "unlearning.csv", UNLEARNING_COLUMNS, "%.4f")
+
+    def _rebuild_csv(
+        self, paths: list[Path], name: str, columns: list[str], float_format: str | None = None
+    ) -> pd.DataFrame:
+        """Write ``OUT/name`` atomically from the finished cell files among ``paths``.
+
+        A cell file holds one row (an unlearning cell) or a list of rows (an attacked target).
+        """
+        rows: list[dict[str, Any]] = []
+        for path in paths:
             if path.is_file():
-                rows.append(json.loads(path.read_text()))
-        table = pd.DataFrame(rows, columns=UNLEARNING_COLUMNS)
-        with atomic_path(self.out_dir / "unlearning.csv") as tmp:
-            table.to_csv(tmp, index=False, float_format="%.4f")
+                content = json.loads(path.read_text())
+                rows.extend(content if isinstance(content, list) else [content])
+        table = pd.DataFrame(rows, columns=columns)
+        with atomic_path(self.out_dir / name) as tmp:
+            table.to_csv(tmp, index=False, float_format=float_format)
         return table
