@@ -51,6 +51,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--subsample", type=int, default=None, help="training images per class")
     parser.add_argument("--attacker-classes", default="all", help="all, or how many classes")
+    parser.add_argument(
+        "--attacks", nargs="*", default=ATTACKS, help="attacks (none: train, unlearn)"
+    )
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
@@ -66,7 +69,7 @@ def main() -> int:
                 "subsample_per_class": args.subsample,
                 "forget": ["each", {"random_pairs": args.pairs}],
                 "seeds": args.seeds,
-                "attacks": ATTACKS,
+                "attacks": args.attacks,
                 "attacker_classes": coverage,
             }
         )
@@ -78,6 +81,8 @@ def main() -> int:
             f"torch {torch.__version__}, {torch.get_num_threads()} threads"
         )
         print(unlearning_summary(unlearning))
+        if not args.attacks:
+            continue
         attacks = pd.read_csv(args.out / name / "attacks.csv", dtype={"forgotten": str})
         print(attack_summary(attacks))
         per_target = attacks.groupby(["attack", "rule"])[["seconds", "queries"]].mean()

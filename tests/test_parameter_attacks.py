@@ -106,6 +106,18 @@ def test_param_dot_names_the_forgotten_class(grid: dict, method: str) -> None:
     assert not set(results["tree"].predicted) & set(HALF)
 
 
+def test_shadow_free_rules_need_no_shadows(grid: dict) -> None:
+    # Without youden and tree the attacker need not build (costly) shadow runs at all.
+    no_shadows = knowledge(grid, grid["targets"]["retrain"], shadows=None)
+    results = run_attack("param-diff", no_shadows, {"rules": ["top", "kmeans"]})
+    assert [r.rule for r in results] == ["top", "kmeans"]
+    assert by_rule(results)["kmeans"].predicted == FORGOTTEN
+    with pytest.raises(LabelleakError, match="shadows"):
+        run_attack("param-diff", no_shadows)
+    with pytest.raises(LabelleakError, match="param-diff rule 'median'"):
+        run_attack("param-diff", no_shadows, {"rules": ["median"]})
+
+
 def test_kmeans_names_nothing_on_the_original(grid: dict) -> None:
     results = by_rule(run_attack("param-diff", knowledge(grid, grid["original"])))
     assert results["kmeans"].predicted == ()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from labelleak.errors import LabelleakError
+from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models.base import ImageClassifier
 from labelleak.registry import Registry
 
@@ -196,14 +196,21 @@ class Attack:
     Config: ClassVar[type[AttackConfig]] = AttackConfig
     #: Knowledge kinds (see :data:`KNOWLEDGE_KINDS`) the attack needs.
     requires: ClassVar[frozenset[str]] = frozenset()
-    #: Decision rules the attack reports, one result row each.
-    rules: ClassVar[tuple[str, ...]] = ("top",)
+    #: Decision rules the attack supports and by default reports, one result row each; an
+    #: instance reports its config's ``rules`` where the config has that setting.
+    rules: tuple[str, ...] = ("top",)
     summary: ClassVar[str] = ""
 
     def __init__(self, config: AttackConfig | None = None, **params: Any) -> None:
         if config is not None and params:
             raise TypeError("pass either a config object or keyword parameters, not both")
         self.config = config if config is not None else make_attack_config(self.name, params)
+        chosen = getattr(self.config, "rules", None)
+        if chosen is not None:
+            for rule in chosen:
+                if rule not in type(self).rules:
+                    raise unknown_choice(f"{self.name} rule", rule, type(self).rules)
+            self.rules = tuple(chosen)
         self._calibrations: dict[int, tuple[Sequence[ShadowRun], Any]] = {}
 
     def calibrated(self, knowledge: AttackerKnowledge, compute: Callable[[], T]) -> T:
@@ -220,6 +227,12 @@ class Attack:
             self._calibrations[id(runs)] = cached
         return cached[1]
 
+    def needs(self) -> frozenset[str]:
+        """The knowledge this instance needs: :attr:`requires`, less what its rules do not use."""
+        if "shadows" in self.requires and not set(self.rules) & set(SHADOW_RULES):
+            return self.requires - {"shadows"}
+        return self.requires
+
     def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
         """Do the once-per-knowledge work (shadow calibration) before targets are timed."""
 
@@ -227,6 +240,9 @@ class Attack:
         """Attack one target; return one :class:`AttackResult` per rule in :attr:`rules`."""
         raise NotImplementedError
 
+
+#: Decision rules fit on the attacker's shadow runs (see :mod:`labelleak.attacks.rules`).
+SHADOW_RULES = ("youden", "tree")
 
 ATTACKS: Registry[Attack] = Registry("attack")
 register_attack = ATTACKS.register
@@ -245,6 +261,5 @@ def run_attack(
     seed: int = 0,
 ) -> list[AttackResult]:
     """Run attack ``name`` on the part of ``knowledge`` its threat model grants."""
-    cls = get_attack_class(name)
-    attack = cls(make_attack_config(name, params))
-    return attack.run(restrict(knowledge, cls.requires), seed=seed)
+    attack = get_attack_class(name)(make_attack_config(name, params))
+    return attack.run(restrict(knowledge, attack.needs()), seed=seed)

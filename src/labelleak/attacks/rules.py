@@ -29,12 +29,11 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import roc_curve
 from sklearn.tree import DecisionTreeClassifier
 
-from labelleak.attacks.base import AttackResult
+from labelleak.attacks.base import SHADOW_RULES, AttackResult
 from labelleak.errors import LabelleakError, unknown_choice
 
 #: Rules that need no shadow runs, and rules fit on shadow runs.
 SHADOW_FREE_RULES = ("top", "kmeans")
-SHADOW_RULES = ("youden", "tree")
 RULES = SHADOW_FREE_RULES + SHADOW_RULES
 
 #: Default minimum separation (see :func:`separation`) for ``kmeans`` to name anything. Chosen on

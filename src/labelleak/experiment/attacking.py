@@ -216,7 +216,7 @@ class AttackRunner:
         """
         target = self.target_model(cell)
         knowledge = self.knowledge(cell, target)
-        if any("shadows" in get_attack_class(name).requires for name in self.config.attacks):
+        if any("shadows" in self.attack(name).needs() for name in self.config.attacks):
             # Shadows are built once per knowledge setting and shared by every attack and
             # target; their training is not charged to the first attack that asks.
             assert knowledge.shadows is not None
@@ -226,7 +226,7 @@ class AttackRunner:
             attack = self.attack(name)
             # A fresh counter per attack, so each reports only its own queries.
             counted = replace(knowledge, query=self.query_function(cell.dataset, target))
-            view = restrict(counted, type(attack).requires)
+            view = restrict(counted, attack.needs())
             attack.prepare(view, seed=cell.seed)
             started = time.perf_counter()
             results = attack.run(view, seed=cell.seed)

@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from labelleak.attacks import make_attack_config
+from labelleak.attacks import get_attack_class, make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
 from labelleak.data.splits import validate_forget_classes
 from labelleak.data.unrelated import unrelated_choices
@@ -183,7 +183,11 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
             if attack not in known_attacks:
                 raise unknown_choice("attack", attack, known_attacks)
     for attack, params in config.attack_params.items():
-        make_attack_config(attack, params)
+        if known_attacks is not None and attack in known_attacks:
+            # Building the attack checks the settings that span fields (e.g. its rules).
+            get_attack_class(attack)(make_attack_config(attack, params))
+        else:
+            make_attack_config(attack, params)
     if isinstance(config.attacker_classes, int) and config.attacker_classes < 1:
         raise LabelleakError("attacker_classes must be 'all', a count >= 1, or a list of class ids")
     if isinstance(config.attacker_classes, list):

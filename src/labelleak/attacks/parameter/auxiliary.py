@@ -303,6 +303,11 @@ class ParameterAttackConfig(AttackConfig):
         ("score",), description="feature columns kmeans clusters on; None = all columns"
     )
     tree_depth: int = Field(3, ge=1, description="maximum depth of the shadow-fit tree")
+    rules: tuple[str, ...] | None = Field(
+        None,
+        description="rules to report (top, kmeans, youden, tree); None = all. Without youden "
+        "and tree the attack needs no shadow runs",
+    )
 
     def auxiliary_kwargs(self) -> dict[str, Any]:
         return {
