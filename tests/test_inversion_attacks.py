@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
 import labelleak.attacks.inversion  # registers invert-white and invert-black
-import labelleak.attacks.probes  # noqa: F401  (registers noise-histogram and probe-drop)
+import labelleak.attacks.probes  # registers noise-histogram and probe-drop
 from labelleak.attacks.base import (
     AttackerKnowledge,
     QueryFunction,
+    get_attack_class,
     probabilities_of,
     run_attack,
 )
@@ -108,7 +110,9 @@ def test_genetic_algorithm_is_deterministic_for_a_seed(
     assert not torch.equal(first.details["prototypes"], other[0].details["prototypes"])
 
 
-def test_baselines_count_queries_and_name_the_class(models: dict[str, ImageClassifier]) -> None:
+def test_baselines_count_queries_and_name_the_class(
+    models: dict[str, ImageClassifier], monkeypatch: pytest.MonkeyPatch
+) -> None:
     counter = CountingModel(models["retrain"])
     query = QueryFunction(counter, SHAPE, 10, budget=500)
     knowledge = AttackerKnowledge(num_classes=10, input_shape=SHAPE, query=query)
@@ -125,6 +129,22 @@ def test_baselines_count_queries_and_name_the_class(models: dict[str, ImageClass
     probe = run_attack("probe-drop", knowledge, {"restarts": 4, "steps": 120}, seed=0)
     assert counter.seen == query.queries == probe[0].queries == 40
     assert all(r.predicted == FORGOTTEN for r in probe)
+
+    # One instance crafts the probes once per original and reuses them for every target.
+    attack = get_attack_class("probe-drop")(restarts=4, steps=120)
+    crafted = []
+    original_invert = labelleak.attacks.probes.invert_classes
+
+    def counting_invert(*args: object, **kwargs: object) -> object:
+        crafted.append(1)
+        return original_invert(*args, **kwargs)
+
+    monkeypatch.setattr(labelleak.attacks.probes, "invert_classes", counting_invert)
+    for target in ("neg-grad", "retrain"):
+        fresh = QueryFunction(probabilities_of(models[target]), SHAPE, 10)
+        again = attack.run(dataclasses.replace(knowledge, query=fresh), seed=0)
+        assert all(r.predicted == FORGOTTEN for r in again)
+    assert len(crafted) == 1
 
 
 def test_bad_inputs_give_clear_errors(models: dict[str, ImageClassifier]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 
 from labelleak.attacks.base import (
     Attack,
@@ -33,7 +34,11 @@ from labelleak.attacks.inversion.criteria import (
     log_odds_from_probs,
     robust_outliers,
 )
-from labelleak.attacks.inversion.white_box import GradientInversionConfig, invert_classes
+from labelleak.attacks.inversion.white_box import (
+    GradientInversionConfig,
+    Inversion,
+    invert_classes,
+)
 
 
 class NoiseHistogramConfig(AttackConfig):
@@ -128,17 +133,41 @@ class ProbeDrop(Attack):
     rules = ("top", "drop")
     summary = "confidence drop of original-crafted probes on the target (needs the original)"
 
+    def __init__(self, config: ProbeDropConfig | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        # Probes depend only on the original (and the seed): crafted once, reused by every
+        # target unlearned from it.
+        self._probes: dict[tuple[int, int], tuple[nn.Module, Inversion, torch.Tensor]] = {}
+
+    def probes(
+        self, original: nn.Module, num_classes: int, input_shape: tuple[int, int, int], seed: int
+    ) -> tuple[Inversion, torch.Tensor]:
+        """The probes crafted on ``original`` and its own-class log-odds on them ``(K * R,)``."""
+        key = (id(original), seed)
+        cached = self._probes.get(key)
+        if cached is None or cached[0] is not original:
+            config: ProbeDropConfig = self.config  # type: ignore[assignment]
+            crafted = invert_classes(original, num_classes, input_shape, config, seed)
+            labels = torch.arange(num_classes).repeat_interleave(config.restarts)
+            device = next(original.parameters()).device
+            with torch.no_grad():
+                logits = original(crafted.restarts.flatten(0, 1).to(device)).double().cpu()
+            cached = (original, crafted, log_odds_from_logits(logits, labels))
+            self._probes[key] = cached
+        return cached[1], cached[2]
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        original = knowledge.need("original")
+        self.probes(original, knowledge.num_classes, knowledge.input_shape, seed)
+
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         original, query = knowledge.need("original", "query")
         config: ProbeDropConfig = self.config  # type: ignore[assignment]
         started = time.perf_counter()
         k, r = knowledge.num_classes, config.restarts
-        crafted = invert_classes(original, k, knowledge.input_shape, config, seed)
+        crafted, before_odds = self.probes(original, k, knowledge.input_shape, seed)
         probes = crafted.restarts.flatten(0, 1)
         labels = torch.arange(k).repeat_interleave(r)
-        device = next(original.parameters()).device
-        with torch.no_grad():
-            before_odds = log_odds_from_logits(original(probes.to(device)).double().cpu(), labels)
         used = query.queries
         target_probs = query_probabilities(query, probes)
         after_odds = log_odds_from_probs(target_probs, labels)

@@ -224,6 +224,20 @@ def _pool(shadows: Sequence[LabelledFeatures]) -> tuple[np.ndarray, np.ndarray, 
     return values, scores, labels
 
 
+def shadow_roc_points(shadows: Sequence[LabelledFeatures]) -> dict[str, np.ndarray]:
+    """The pooled shadow ``score`` ``(M,)`` and ``forgotten`` ``(M,)`` 0/1 behind a Youden fit.
+
+    Empty arrays when there are no shadows; for reports (ROC curves), never for decisions.
+    """
+    if not shadows:
+        return {"score": np.zeros(0), "forgotten": np.zeros(0, dtype=int)}
+    parts = [shadow.rows() for shadow in shadows]
+    return {
+        "score": np.concatenate([p[1] for p in parts]),
+        "forgotten": np.concatenate([p[2] for p in parts]).astype(int),
+    }
+
+
 def fit_youden(shadows: Sequence[LabelledFeatures]) -> float:
     """The score threshold at the maximum of TPR - FPR over the shadows' candidate classes."""
     _, scores, labels = _pool(shadows)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from labelleak.attacks import (
@@ -32,6 +33,7 @@ from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.models.base import ImageClassifier
 from labelleak.report.prototypes import save_prototype_grid
+from labelleak.utils import atomic_path, content_hash
 
 #: Shadow seeds are offset so they never coincide with a target's seed.
 SHADOW_SEED_OFFSET = 100_000
@@ -209,10 +211,48 @@ class AttackRunner:
             f"{format_set(cell.truth)}, named ({result.rule}) {format_set(result.predicted)}",
         )
 
-    def run(self, cell: AttackCell, picture_dir: Path | None = None) -> list[dict[str, Any]]:
+    def save_calibration(
+        self, folder: Path, cell: AttackCell, attack: str, results: list[AttackResult]
+    ) -> None:
+        """The shadow scores behind an attack's Youden threshold, once per knowledge setting.
+
+        One CSV per (dataset, attack, knowledge) with columns ``dataset, attack, knowledge,
+        score, forgotten``: the ROC curves of the report are drawn from these.
+        """
+        roc = next((r.details["roc"] for r in results if "roc" in r.details), None)
+        if roc is None or len(roc["score"]) == 0:
+            return
+        classes = self.attacker_classes(cell.dataset, cell.seed, cell.gap)
+        knowledge = (
+            f"seed {cell.seed}, attacker classes {format_set(classes)}, "
+            f"shadows {'+'.join(self.shadow_methods(cell.method))}"
+        )
+        path = folder / f"{content_hash([cell.dataset, attack, knowledge])}.csv"
+        if path.exists():
+            return
+        table = pd.DataFrame(
+            {
+                "dataset": cell.dataset,
+                "attack": attack,
+                "knowledge": knowledge,
+                "score": roc["score"],
+                "forgotten": roc["forgotten"],
+            }
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False)
+
+    def run(
+        self,
+        cell: AttackCell,
+        picture_dir: Path | None = None,
+        calibration_dir: Path | None = None,
+    ) -> list[dict[str, Any]]:
         """Every configured attack on one target: one row per (attack, rule).
 
-        Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method).
+        Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method);
+        the shadow scores behind Youden thresholds go to ``calibration_dir``.
         """
         target = self.target_model(cell)
         knowledge = self.knowledge(cell, target)
@@ -233,6 +273,8 @@ class AttackRunner:
             seconds = time.perf_counter() - started
             if picture_dir is not None:
                 self.save_prototypes(picture_dir, cell, name, results)
+            if calibration_dir is not None:
+                self.save_calibration(calibration_dir, cell, name, results)
             for result in results:
                 rows.append(
                     {

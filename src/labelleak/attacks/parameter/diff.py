@@ -27,7 +27,13 @@ from labelleak.attacks.parameter.auxiliary import (
     validated_target,
 )
 from labelleak.attacks.parameter.features import class_features
-from labelleak.attacks.rules import ClassFeatures, LabelledFeatures, decide, to_results
+from labelleak.attacks.rules import (
+    ClassFeatures,
+    LabelledFeatures,
+    decide,
+    shadow_roc_points,
+    to_results,
+)
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 
@@ -86,7 +92,7 @@ class ParamDiff(Attack):
             decisions,
             features,
             seconds=time.perf_counter() - started,
-            details={"shadow_runs": len(shadows)},
+            details={"shadow_runs": len(shadows), "roc": shadow_roc_points(shadows)},
         )
 
     def features(self, model: ImageClassifier, x: torch.Tensor, seed: int) -> ClassFeatures:

@@ -28,7 +28,14 @@ from labelleak.attacks.parameter.auxiliary import (
     validated_target,
 )
 from labelleak.attacks.parameter.features import class_features
-from labelleak.attacks.rules import ClassFeatures, Decision, LabelledFeatures, decide, to_results
+from labelleak.attacks.rules import (
+    ClassFeatures,
+    Decision,
+    LabelledFeatures,
+    decide,
+    shadow_roc_points,
+    to_results,
+)
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 
@@ -92,7 +99,11 @@ class ParamDot(Attack):
             decisions,
             features,
             seconds=time.perf_counter() - started,
-            details={"candidates": int(lacking.sum()), "shadow_runs": len(shadows)},
+            details={
+                "candidates": int(lacking.sum()),
+                "shadow_runs": len(shadows),
+                "roc": shadow_roc_points(shadows),
+            },
         )
 
     def features(
