@@ -123,3 +123,16 @@ def test_bad_attack_settings_are_refused(tmp_path: Path) -> None:
         with pytest.raises(LabelleakError, match=message):
             ExperimentRunner(parse_config({**GRID, **bad}), tmp_path / "o", tmp_path / "c")
         assert not (tmp_path / "o").exists()
+
+
+def test_chance_draws_independently_per_trial() -> None:
+    from labelleak.attacks import AttackerKnowledge, run_attack
+
+    def guess(trial: str, seed: int = 0) -> tuple[int, ...]:
+        knowledge = AttackerKnowledge(num_classes=10, input_shape=(1, 8, 8), extra={"trial": trial})
+        return run_attack("chance", knowledge, seed=seed)[0].predicted
+
+    guesses = [guess(f"target {i}") for i in range(40)]
+    # Same trial and seed: the same guess (reproducible); different trials: many classes.
+    assert guesses[0] == guess("target 0")
+    assert len(set(guesses)) >= 5

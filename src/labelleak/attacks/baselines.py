@@ -35,6 +35,7 @@ from labelleak.attacks.rules import (
     to_results,
 )
 from labelleak.errors import LabelleakError
+from labelleak.utils import content_hash
 
 
 class RuleConfig(AttackConfig):
@@ -90,7 +91,10 @@ class Chance(Attack):
     summary = "one class drawn at random"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        scores = np.random.default_rng(seed).random(knowledge.num_classes)
+        # The harness names each trial in ``extra["trial"]``, so targets sharing a seed still
+        # get independent draws (a guess fixed per seed would be one draw repeated n times).
+        trial = int(content_hash([str(knowledge.extra.get("trial", ""))])[:8], 16)
+        scores = np.random.default_rng([seed, trial]).random(knowledge.num_classes)
         features = ClassFeatures.from_score(scores)
         return to_results(self.name, decide(self.rules, features), features)
 

@@ -166,6 +166,7 @@ class AttackRunner:
             unrelated_data=self.unrelated(cell.dataset),
             original=self.pipeline.original(cell.dataset, cell.seed).model,
             shadows=lambda: self.shadows(cell.dataset, cell.seed, classes, cell.method),
+            extra={"trial": repr(cell)},
         )
 
     def attack(self, name: str) -> Attack:
