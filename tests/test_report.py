@@ -423,3 +423,22 @@ def test_an_unchanged_report_is_not_redrawn(results: Path) -> None:
     with (results / "unlearning.csv").open("a") as handle:  # so are new results
         handle.write("digits,lenet,neg-grad,5,0,0.0,0.9,0.8,1.0,0.99,0.98,0.98\n")
     assert "neg-grad" in build_report([results], results).read_text()
+
+
+def test_shipped_configs_are_valid() -> None:
+    """Every config under configs/ parses and validates (names, attack settings, class ids)."""
+    from labelleak.attacks import ATTACKS
+    from labelleak.experiment.config import load_config, validate_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(root.glob("*.yaml"))
+    assert {"paper-mnist.yaml", "paper-cifar10.yaml", "mnist-cpu.yaml"} <= {p.name for p in paths}
+    for path in paths:
+        config = load_config(path, {})
+        if config.dataset == ["digits"] or all(d == "digits" for d in config.dataset):
+            validate_config(config, set(ATTACKS))
+        else:
+            # Without the data folder only the dataset-independent checks can run.
+            assert set(config.attacks) <= set(ATTACKS), path.name
+            for name, params in config.attack_params.items():
+                ATTACKS.get_class(name)(ATTACKS.make_config(name, params))
