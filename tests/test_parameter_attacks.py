@@ -200,3 +200,21 @@ def test_diverged_shadows_are_skipped_and_scores_compose(grid: dict) -> None:
     )
     assert results["top"].predicted == FORGOTTEN
     assert results["tree"].details["shadow_runs"] == len(runs) - 1
+
+
+def test_batched_heads_equal_single_fits() -> None:
+    from labelleak.attacks.parameter.auxiliary import fit_head, fit_heads
+
+    generator = torch.Generator().manual_seed(0)
+    features = [torch.randn(n, 16, generator=generator) for n in (60, 25, 40)]
+    labels = [torch.randint(0, 5, (len(f),), generator=generator) for f in features]
+    labels[1][labels[1] == 3] = 4  # a class without samples in one problem
+    soft = torch.softmax(torch.randn(40, 5, generator=generator), dim=1)
+    targets = [labels[0], labels[1], soft]
+    batched = fit_heads(features, targets, 5, steps=50)
+    for f, t, (weight, bias) in zip(features, targets, batched, strict=True):
+        single_weight, single_bias = fit_head(f, t, 5, steps=50)
+        np.testing.assert_allclose(weight, single_weight, atol=1e-5)
+        np.testing.assert_allclose(bias, single_bias, atol=1e-5)
+    # The row of the class without samples is pushed below the others' bias.
+    assert batched[1][1][3] < np.median(batched[1][1])

@@ -20,7 +20,7 @@ from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, regi
 from labelleak.attacks.parameter.auxiliary import (
     LabelSource,
     ParameterAttackConfig,
-    build_auxiliary,
+    build_auxiliaries,
     check_images,
     classifier_params,
     is_finite,
@@ -97,15 +97,29 @@ class ParamDiff(Attack):
 
     def features(self, model: ImageClassifier, x: torch.Tensor, seed: int) -> ClassFeatures:
         """Per-class features of ``model`` against a head trained on unrelated ``x``."""
+        return self.features_of([model], x, seed)[0]
+
+    def features_of(
+        self, models: list[ImageClassifier], x: torch.Tensor, seed: int
+    ) -> list[ClassFeatures]:
+        """:meth:`features` of several models on the same ``x``, auxiliary heads batched."""
         config = self.config
         assert isinstance(config, ParamDiffConfig)
         if config.label_source == "given":
             raise LabelleakError("param-diff's unrelated data are unlabelled; use target or soft")
-        aux = build_auxiliary(
-            model, x, None, label_source=config.label_source, seed=seed, **config.auxiliary_kwargs()
+        heads = build_auxiliaries(
+            [(model, x, None) for model in models],
+            label_source=config.label_source,
+            seed=seed,
+            **config.auxiliary_kwargs(),
         )
-        weight, bias = classifier_params(model)
-        return class_features(weight, bias, aux, score=config.score, use_bias=config.use_bias)
+        results = []
+        for model, aux in zip(models, heads, strict=True):
+            weight, bias = classifier_params(model)
+            results.append(
+                class_features(weight, bias, aux, score=config.score, use_bias=config.use_bias)
+            )
+        return results
 
     def shadow_features(
         self, knowledge: AttackerKnowledge, x: torch.Tensor, seed: int
@@ -119,7 +133,7 @@ class ParamDiff(Attack):
         runs = list(knowledge.shadows())
         if not runs:
             raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
-        labelled = []
+        kept, knowns = [], []
         for run in runs:
             classifier_params(run.target)
             if not is_finite(run.target):
@@ -129,9 +143,13 @@ class ParamDiff(Attack):
             if run.trained_classes is not None:
                 known = np.zeros(knowledge.num_classes, dtype=bool)
                 known[list(run.trained_classes)] = True
-            features = self.features(run.target, x, seed)
-            labelled.append(LabelledFeatures(features, run.forgotten, known))
-        return labelled
+            kept.append(run)
+            knowns.append(known)
+        features = self.features_of([run.target for run in kept], x, seed) if kept else []
+        return [
+            LabelledFeatures(f, run.forgotten, known)
+            for f, run, known in zip(features, kept, knowns, strict=True)
+        ]
 
 
 def unrelated_data(knowledge: AttackerKnowledge) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pydantic import Field
 from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, register_attack
 from labelleak.attacks.parameter.auxiliary import (
     ParameterAttackConfig,
-    build_auxiliary,
+    build_auxiliaries,
     check_images,
     classifier_params,
     is_finite,
@@ -115,21 +115,37 @@ class ParamDot(Attack):
         seed: int,
     ) -> ClassFeatures:
         """Per-class features of ``model`` against a head trained on ``(x, y)``."""
+        return self.features_of([(model, x, y, candidates)], seed)[0]
+
+    def features_of(
+        self,
+        problems: list[tuple[ImageClassifier, torch.Tensor, torch.Tensor, np.ndarray]],
+        seed: int,
+    ) -> list[ClassFeatures]:
+        """:meth:`features` of several ``(model, x, y, candidates)``, auxiliary heads batched."""
         config = self.config
         assert isinstance(config, ParamDotConfig)
-        aux = build_auxiliary(
-            model, x, y, label_source="given", seed=seed, **config.auxiliary_kwargs()
+        heads = build_auxiliaries(
+            [(model, x, y) for model, x, y, _ in problems],
+            label_source="given",
+            seed=seed,
+            **config.auxiliary_kwargs(),
         )
-        weight, bias = classifier_params(model)
-        return class_features(
-            weight,
-            bias,
-            aux,
-            score=config.score,
-            candidates=candidates,
-            contrast=True,
-            use_bias=config.use_bias,
-        )
+        results = []
+        for (model, _, _, candidates), aux in zip(problems, heads, strict=True):
+            weight, bias = classifier_params(model)
+            results.append(
+                class_features(
+                    weight,
+                    bias,
+                    aux,
+                    score=config.score,
+                    candidates=candidates,
+                    contrast=True,
+                    use_bias=config.use_bias,
+                )
+            )
+        return results
 
     def shadow_features(
         self,
@@ -154,7 +170,8 @@ class ParamDot(Attack):
             raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
         trained = np.unique(y.numpy())
         rng = np.random.default_rng(seed)
-        labelled = []
+        problems = []
+        truths = []
         for run in runs:
             classifier_params(run.target)
             if not is_finite(run.target):
@@ -169,9 +186,10 @@ class ParamDot(Attack):
             candidates = np.isin(np.arange(knowledge.num_classes), np.union1d(forgotten, holdout))
             if not candidates.any():
                 continue
-            features = self.features(run.target, x[keep], y[keep], candidates, seed)
-            labelled.append(LabelledFeatures(features, tuple(int(c) for c in forgotten)))
-        return labelled
+            problems.append((run.target, x[keep], y[keep], candidates))
+            truths.append(tuple(int(c) for c in forgotten))
+        features = self.features_of(problems, seed) if problems else []
+        return [LabelledFeatures(f, t) for f, t in zip(features, truths, strict=True)]
 
 
 def attacker_data(knowledge: AttackerKnowledge) -> tuple[torch.Tensor, torch.Tensor]:
