@@ -36,6 +36,10 @@ ATTACKS = [
 #: The parameter attacks' shadow-free rules (no shadow models to train).
 SHADOW_FREE = {name: {"rules": ["top", "kmeans"]} for name in ("param-dot", "param-diff")}
 
+#: noise-histogram gets invert-black's whole budget (1,000 queries per class, 10 classes), so
+#: the two black-box attacks are compared at equal cost.
+EQUAL_BUDGET = {"noise-histogram": {"queries": 10_000}}
+
 SETTINGS = {
     "mnist": {"dataset": "mnist", "arch": "lenet"},
     "fashion_mnist": {"dataset": "fashion_mnist", "arch": "lenet"},
@@ -79,7 +83,7 @@ def main() -> int:
                 "forget": ["each", {"random_pairs": args.pairs}],
                 "seeds": args.seeds,
                 "attacks": args.attacks,
-                "attack_params": {} if args.shadow_rules else SHADOW_FREE,
+                "attack_params": {**EQUAL_BUDGET, **({} if args.shadow_rules else SHADOW_FREE)},
                 "attacker_classes": coverage,
             }
         )
