@@ -136,3 +136,30 @@ def test_chance_draws_independently_per_trial() -> None:
     # Same trial and seed: the same guess (reproducible); different trials: many classes.
     assert guesses[0] == guess("target 0")
     assert len(set(guesses)) >= 5
+
+
+def test_youden_calibration_is_saved_for_the_report(tmp_path: Path) -> None:
+    from labelleak.report import build_report
+
+    grid = {
+        "dataset": "digits",
+        "train": {"epochs": 10},
+        "methods": ["retrain"],
+        "forget": [3],
+        "attacks": ["param-diff"],
+        "attack_params": {"param-diff": {"rules": ["youden"]}},
+        "shadow_methods": "same",
+        "shadow_singles": 2,
+        "shadow_pairs": 0,
+    }
+    out = tmp_path / "out"
+    ExperimentRunner(parse_config(grid), out, tmp_path / "cache", progress=False).run()
+    files = sorted((out / "calibration").glob("*.csv"))
+    # One knowledge setting (forget set 3) shared by the target and its control: one file.
+    assert len(files) == 1
+    points = pd.read_csv(files[0])
+    assert list(points.columns) == ["dataset", "attack", "knowledge", "score", "forgotten"]
+    # The untouched shadow and two single-class shadows over the 9 classes the attacker holds.
+    assert points["forgotten"].sum() == 2 and len(points) == 3 * 9
+    build_report([out], out)
+    assert (out / "plots" / "roc-digits.png").is_file()

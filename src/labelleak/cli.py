@@ -43,15 +43,19 @@ def _cache_option(function: Any) -> Any:
     )(function)
 
 
-def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
+def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool, executor: Any = None) -> None:
     import pandas as pd
 
     from labelleak.experiment.runner import ExperimentRunner
     from labelleak.experiment.store import default_cache_dir
-    from labelleak.report import attack_summary, unlearning_summary
+    from labelleak.report import attack_summary, build_report, unlearning_summary
 
     runner = ExperimentRunner(config, out, cache_dir or default_cache_dir(), progress=not quiet)
-    table = runner.run()
+    if executor is None:
+        table = runner.run()
+    else:
+        with executor:
+            table = runner.run(executor)
     click.echo("Unlearning (accuracy on the test set)\n")
     click.echo(unlearning_summary(table))
     written = ["unlearning.csv", "config.resolved.yaml"]
@@ -60,6 +64,8 @@ def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
         click.echo("\nExact identification of the forgotten classes, % [95% CI] (n targets)\n")
         click.echo(attack_summary(attacks))
         written.insert(1, "attacks.csv")
+    build_report([out], out)
+    written.append("report.md with plots/")
     click.echo(f"\nresults written to {out}/ ({', '.join(written)})")
 
 
@@ -79,6 +85,28 @@ def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool) -> None:
     help="folder with the real datasets (overrides data_dir in the config)",
 )
 @click.option("--device", default=None, help="auto, cpu, cuda, ... (overrides the config)")
+# Counts and names are checked by make_executor, so a bad value is one line and exit 2.
+@click.option(
+    "--workers", default=None, metavar="N", help="worker processes; N > 1 runs in parallel"
+)
+@click.option(
+    "--executor",
+    "executor_name",
+    default=None,
+    metavar="serial|processes|ray",
+    help="where cells run (default: serial, or processes with --workers N > 1)",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address (auto, ray://HOST:10001); default: start a local Ray instance",
+)
+@click.option(
+    "--threads",
+    default=None,
+    metavar="T",
+    help="torch threads per worker (default 1; a serial run keeps torch's default)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def run(
     config_path: Path,
@@ -86,16 +114,26 @@ def run(
     cache_dir: Path | None,
     data_dir: Path | None,
     device: str | None,
+    workers: str | None,
+    executor_name: str | None,
+    address: str | None,
+    threads: str | None,
     quiet: bool,
 ) -> None:
-    """Run the grid described by CONFIG.yaml and write its results to --out."""
-    from labelleak.experiment.config import load_config
+    """Run the grid described by CONFIG.yaml and write its results to --out.
 
+    With --workers or --executor ray, the output and cache folders must be on a filesystem every
+    worker sees; tables are identical to a serial run's at the same --threads.
+    """
+    from labelleak.experiment.config import load_config
+    from labelleak.experiment.parallel import make_executor
+
+    executor = make_executor(executor_name, workers, address, threads)
     overrides = {
         "data_dir": str(data_dir.resolve()) if data_dir is not None else None,
         "device": device,
     }
-    _run(load_config(config_path, overrides), out, cache_dir, quiet)
+    _run(load_config(config_path, overrides), out, cache_dir, quiet, executor)
 
 
 @cli.command()
@@ -113,6 +151,33 @@ def demo(out: Path, cache_dir: Path | None, quiet: bool) -> None:
     from labelleak.experiment.config import parse_config
 
     _run(parse_config(DEMO_CONFIG), out, cache_dir, quiet)
+
+
+@cli.command()
+@click.argument("folders", metavar="DIR [DIR ...]", nargs=-1, required=True,
+                type=click.Path(path_type=Path))  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where report.md and plots/ go (default: DIR when one folder is given)",
+)
+def report(folders: tuple[Path, ...], out: Path | None) -> None:
+    """Rebuild report.md and its plots from the CSVs of one or several result folders."""
+    from labelleak.report import headline, load_results, write_report
+
+    # Handled here as well as in main() so that the one-line error (and exit 2) also reaches
+    # callers that invoke the command object directly, such as click's test runner.
+    try:
+        if out is None and len(folders) > 1:
+            raise LabelleakError("several folders are merged into one report: say where with --out")
+        results = load_results(list(folders))
+        path = write_report(results, out if out is not None else folders[0])
+    except LabelleakError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    click.echo(headline(results))
+    click.echo(f"\nreport written to {path}")
 
 
 @cli.command()

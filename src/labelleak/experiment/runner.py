@@ -11,7 +11,7 @@ import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -33,6 +33,9 @@ from labelleak.utils import (
     resolve_device,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from labelleak.experiment.parallel import Executor
 
 #: Config keys that change attacks but not unlearned models.
 ATTACK_SETTINGS = (
@@ -151,25 +154,56 @@ class ExperimentRunner:
             }
         )
 
-    def run(self) -> pd.DataFrame:
-        """Compute every missing cell and return the unlearning table."""
+    def run(self, executor: Executor | None = None) -> pd.DataFrame:
+        """Compute every missing cell and return the unlearning table.
+
+        ``executor`` runs the cells elsewhere (worker processes, a Ray cluster; see
+        :mod:`labelleak.experiment.parallel`); ``None`` or a serial executor computes them here,
+        one after the other.
+        """
+        from labelleak.experiment.parallel import SerialExecutor, run_phases
+
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out_dir)
         cells = expand_grid(self.config, self.pipeline)
         resolved = resolved_config(self.config, self.pipeline)
         write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
+        if executor is not None and not isinstance(executor, SerialExecutor):
+            return run_phases(self, cells, executor)
+        previous = torch.get_num_threads()
+        if executor is not None and executor.threads is not None:
+            torch.set_num_threads(executor.threads)
+        try:
+            return self._run_serial(cells)
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
+
+    def _run_serial(self, cells: list[Cell]) -> pd.DataFrame:
+        """Today's loop: every missing cell in grid order in this process, then the attacks."""
         todo = [cell for cell in cells if not self.cell_path(cell).is_file()]
         bar = tqdm(todo, desc="unlearn", unit="model", disable=not self.progress)
         for cell in bar:
             forgotten = format_classes(cell.forget)
             bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {forgotten}")
-            row = self.run_cell(cell)
-            write_text_atomic(self.cell_path(cell), json.dumps(row))
+            self.finish_cell(cell)
             self.write_table(cells)
         table = self.write_table(cells)
         if self.config.attacks:
             self.run_attacks(cells)
         return table
+
+    def finish_cell(self, cell: Cell) -> None:
+        """Compute one unlearning cell and write its file atomically (a worker's unit of work)."""
+        write_text_atomic(self.cell_path(cell), json.dumps(self.run_cell(cell)))
+
+    def finish_attack_cell(self, cell: AttackCell, picture: bool) -> None:
+        """Attack one target and write its rows atomically; ``picture`` draws its prototypes."""
+        picture_dir = self.out_dir / "prototypes" if picture else None
+        rows = self.attacker.run(
+            cell, picture_dir=picture_dir, calibration_dir=self.out_dir / "calibration"
+        )
+        write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
 
     def attack_cells(self, cells: list[Cell]) -> list[AttackCell]:
         """One attacked target per unlearned model, plus the original per forget set (control)."""
@@ -182,14 +216,18 @@ class ExperimentRunner:
         return targets
 
     def run_attacks(self, cells: list[Cell]) -> pd.DataFrame:
-        """Attack every target not attacked yet; rebuild ``attacks.csv``."""
+        """Attack every target not attacked yet, in this process; rebuild ``attacks.csv``."""
+        from labelleak.experiment.parallel import prototype_targets
+
         targets = self.attack_cells(cells)
         todo = [cell for cell in targets if not self.attack_cell_path(cell).is_file()]
+        # The first target of each (dataset, method) in grid order draws the prototypes, as in a
+        # parallel run, so the pictures do not depend on how the run was split or resumed.
+        pictured = prototype_targets(targets)
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
         for cell in bar:
             bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_classes(cell.gap)}")
-            rows = self.attacker.run(cell, picture_dir=self.out_dir / "prototypes")
-            write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
+            self.finish_attack_cell(cell, picture=cell in pictured)
             self.write_attack_table(targets)
         return self.write_attack_table(targets)
 
