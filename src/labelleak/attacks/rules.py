@@ -22,15 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import roc_curve
-from sklearn.tree import DecisionTreeClassifier
 
 from labelleak.attacks.base import SHADOW_RULES, AttackResult
 from labelleak.errors import LabelleakError, unknown_choice
+
+if TYPE_CHECKING:
+    from sklearn.tree import DecisionTreeClassifier
 
 #: Rules that need no shadow runs, and rules fit on shadow runs.
 SHADOW_FREE_RULES = ("top", "kmeans")
@@ -171,6 +171,9 @@ def rule_kmeans(
         # Exact 1-D 2-means: the best split of the sorted values, no random restarts needed.
         forgotten = _split_1d(matrix[:, 0])
     else:
+        # scikit-learn is imported where used: it is most of the start-up time of a warm rerun.
+        from sklearn.cluster import KMeans
+
         labels = KMeans(2, n_init=10, random_state=seed).fit_predict(matrix)
         high = int(scores[labels == 1].mean() > scores[labels == 0].mean())
         forgotten = labels == high
@@ -241,6 +244,8 @@ def shadow_roc_points(shadows: Sequence[LabelledFeatures]) -> dict[str, np.ndarr
 def fit_youden(shadows: Sequence[LabelledFeatures]) -> float:
     """The score threshold at the maximum of TPR - FPR over the shadows' candidate classes."""
     _, scores, labels = _pool(shadows)
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(labels, scores)
     best = int(np.argmax(tpr - fpr))
     # roc_curve's first threshold is +inf (name nothing); keep it finite for reporting.
@@ -262,6 +267,8 @@ def fit_tree(
     Classes are balanced (one forgotten class per ten would otherwise teach "never forgotten").
     """
     values, _, labels = _pool(shadows)
+    from sklearn.tree import DecisionTreeClassifier
+
     tree = DecisionTreeClassifier(
         max_depth=max_depth, min_samples_leaf=2, class_weight="balanced", random_state=seed
     )
