@@ -35,6 +35,7 @@ from labelleak.attacks.rules import (
     to_results,
 )
 from labelleak.errors import LabelleakError
+from labelleak.models.base import linear_head
 from labelleak.utils import content_hash
 
 
@@ -69,18 +70,7 @@ class ScoreBaseline(Attack):
 
 
 def _head(knowledge: AttackerKnowledge) -> tuple[np.ndarray, np.ndarray]:
-    from torch import nn
-
-    layer = getattr(knowledge.white_box, "classifier", None)
-    if not isinstance(layer, nn.Linear):
-        raise LabelleakError("this baseline needs a model whose final layer is nn.Linear")
-    weight = layer.weight.detach().cpu().double().numpy()
-    bias = (
-        layer.bias.detach().cpu().double().numpy()
-        if layer.bias is not None
-        else np.zeros(weight.shape[0])
-    )
-    return weight, bias
+    return linear_head(knowledge.need("white_box"), "this baseline")
 
 
 @register_attack("chance")

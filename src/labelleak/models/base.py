@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from labelleak.errors import LabelleakError
 
 
 class ImageClassifier(nn.Module):
@@ -42,3 +45,24 @@ class ImageClassifier(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.classifier.out_features
+
+
+def linear_head(model: nn.Module, what: str = "this attack") -> tuple[np.ndarray, np.ndarray]:
+    """The final layer's ``weight`` ``(K, D)`` and ``bias`` ``(K,)`` as float64 arrays.
+
+    Raises a one-line error naming ``what`` needs it when ``model.classifier`` is not an
+    ``nn.Linear`` (a missing bias reads as zeros).
+    """
+    layer = getattr(model, "classifier", None)
+    if not isinstance(layer, nn.Linear):
+        raise LabelleakError(
+            f"{what} needs a model whose final layer is an nn.Linear named 'classifier'; "
+            f"got {type(model).__name__}"
+        )
+    weight = layer.weight.detach().cpu().double().numpy()
+    bias = (
+        layer.bias.detach().cpu().double().numpy()
+        if layer.bias is not None
+        else np.zeros(weight.shape[0])
+    )
+    return weight, bias

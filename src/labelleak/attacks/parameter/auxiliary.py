@@ -30,7 +30,7 @@ from torch import nn
 from labelleak.attacks.base import AttackConfig, AttackerKnowledge, ShadowRun
 from labelleak.attacks.rules import DEFAULT_MIN_SEPARATION
 from labelleak.errors import LabelleakError
-from labelleak.models.base import ImageClassifier
+from labelleak.models.base import ImageClassifier, linear_head
 from labelleak.training import TrainConfig, predict_logits, train_model
 from labelleak.unlearning import UnlearningTask, build_method, get_method_class
 
@@ -60,19 +60,12 @@ def is_finite(model: nn.Module) -> bool:
 
 def classifier_params(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     """The final layer's ``weight`` ``(K, D)`` and ``bias`` ``(K,)`` as float64 arrays."""
-    layer = getattr(model, "classifier", None)
-    if not isinstance(layer, nn.Linear) or not hasattr(model, "features"):
+    if not hasattr(model, "features"):
         raise LabelleakError(
             "parameter attacks need a model with features(x) and a final nn.Linear named "
             f"'classifier'; got {type(model).__name__}"
         )
-    weight = layer.weight.detach().cpu().double().numpy()
-    bias = (
-        layer.bias.detach().cpu().double().numpy()
-        if layer.bias is not None
-        else np.zeros(weight.shape[0])
-    )
-    return weight, bias
+    return linear_head(model, "parameter attacks")
 
 
 def check_images(x: torch.Tensor, input_shape: tuple[int, ...], what: str) -> None:
