@@ -56,6 +56,9 @@ def main() -> int:
     parser.add_argument("--only", choices=sorted(SETTINGS), action="append")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument(
+        "--classes", type=int, nargs="+", default=None, help="single classes (default: every one)"
+    )
     parser.add_argument("--subsample", type=int, default=None, help="training images per class")
     parser.add_argument("--attacker-classes", default="all", help="all, or how many classes")
     parser.add_argument(
@@ -80,7 +83,10 @@ def main() -> int:
                 **SETTINGS[name],
                 "data_dir": str(args.data_dir.resolve()),
                 "subsample_per_class": args.subsample,
-                "forget": ["each", {"random_pairs": args.pairs}],
+                "forget": [
+                    *(["each"] if args.classes is None else [[c] for c in args.classes]),
+                    *([{"random_pairs": args.pairs}] if args.pairs else []),
+                ],
                 "seeds": args.seeds,
                 "attacks": args.attacks,
                 "attack_params": {**EQUAL_BUDGET, **({} if args.shadow_rules else SHADOW_FREE)},
