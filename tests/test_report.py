@@ -442,3 +442,14 @@ def test_shipped_configs_are_valid() -> None:
             assert set(config.attacks) <= set(ATTACKS), path.name
             for name, params in config.attack_params.items():
                 ATTACKS.get_class(name)(ATTACKS.make_config(name, params))
+
+
+def test_attacks_are_compared_with_baselines_of_no_more_knowledge() -> None:
+    from labelleak.report.tables import needs_no_more
+
+    assert needs_no_more("unrelated-histogram", "param-diff")  # white box includes queries
+    assert needs_no_more("absent-class", "param-dot")
+    assert not needs_no_more("absent-class", "param-diff")  # param-diff holds no labelled data
+    assert not needs_no_more("probe-drop", "invert-black")  # probe-drop needs the original
+    assert needs_no_more("noise-histogram", "invert-black")
+    assert needs_no_more("chance", "some-new-attack")

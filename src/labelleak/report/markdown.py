@@ -188,7 +188,9 @@ def _summary_section(results: Results) -> list[str]:
         "unlearned targets, chosen knowing their truth, so these rates are optimistic for the "
         "attacker ([section 2](#" + _anchor(SECTIONS["tables"]) + ") has every rule). "
         "`all unlearned` pools the unlearned targets of every method; `vs best baseline` is "
-        "what an attack adds, in percentage points, over the best baseline's pooled rate.",
+        "what an attack adds, in percentage points, over the pooled rate of the best baseline "
+        "that needs no knowledge the attack lacks (e.g. `probe-drop`, which needs the original "
+        "model, is compared with no attack here; white-box access includes query access).",
         "",
     ]
     for dataset, size in _dataset_sizes(results):
