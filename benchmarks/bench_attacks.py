@@ -23,7 +23,7 @@ import torch
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
-from labelleak.report import attack_summary, unlearning_summary
+from labelleak.report import attack_summary, format_rate, unlearning_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,12 +103,35 @@ def main() -> int:
         print(unlearning_summary(unlearning))
         if not args.attacks:
             continue
-        attacks = pd.read_csv(args.out / name / "attacks.csv", dtype={"forgotten": str})
+        attacks = pd.read_csv(
+            args.out / name / "attacks.csv", dtype={"forgotten": str, "predicted": str}
+        )
         print(attack_summary(attacks))
-        per_target = attacks.groupby(["attack", "rule"])[["seconds", "queries"]].mean()
-        per_target["queries_per_class"] = per_target["queries"] / 10
-        print(per_target.round(3).to_markdown())
+        print(compact_table(attacks))
     return 0
+
+
+def compact_table(attacks: pd.DataFrame) -> str:
+    """Per (attack, rule): success on one and on two forgotten classes, the worst method on one,
+    how often the original is rightly left alone, seconds per target and queries per class."""
+    sizes = attacks["forgotten"].map(lambda s: 0 if s == "none" else len(s.split("+")))
+    frame = attacks.assign(size=sizes)
+    rows = []
+    for (attack, rule), group in frame.groupby(["attack", "rule"], sort=False):
+        cells = []
+        for size in (1, 2, 0):
+            picked = group[group["size"] == size]["success"]
+            cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
+        singles = group[group["size"] == 1].groupby("method")["success"].mean()
+        worst = f"{singles.idxmin()} {100 * singles.min():.0f}" if len(singles) else "-"
+        queries = group["queries"] / 10
+        rows.append(
+            [attack, rule, *cells[:2], worst, cells[2], f"{group['seconds'].mean():.2f}",
+             f"{queries.median():.0f} / {queries.max():.0f}"]
+        )  # fmt: skip
+    headers = ["attack", "rule", "1 class", "2 classes", "worst method, 1 class (%)",
+               "original: names nothing", "s / target", "queries / class (med / max)"]  # fmt: skip
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
 
 
 if __name__ == "__main__":
