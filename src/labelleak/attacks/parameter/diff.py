@@ -100,9 +100,17 @@ class ParamDiff(Attack):
         return self.features_of([model], x, seed)[0]
 
     def features_of(
-        self, models: list[ImageClassifier], x: torch.Tensor, seed: int
+        self,
+        models: list[ImageClassifier],
+        x: torch.Tensor,
+        seed: int,
+        references: list[np.ndarray | None] | None = None,
     ) -> list[ClassFeatures]:
-        """:meth:`features` of several models on the same ``x``, auxiliary heads batched."""
+        """:meth:`features` of several models on the same ``x``, auxiliary heads batched.
+
+        ``references[i]`` ``(K,)`` bool picks the classes that standardise model ``i``'s
+        features (default all; a shadow passes the classes it was trained on).
+        """
         config = self.config
         assert isinstance(config, ParamDiffConfig)
         if config.label_source == "given":
@@ -114,10 +122,19 @@ class ParamDiff(Attack):
             **config.auxiliary_kwargs(),
         )
         results = []
-        for model, aux in zip(models, heads, strict=True):
+        for model, aux, reference in zip(
+            models, heads, references or [None] * len(models), strict=True
+        ):
             weight, bias = classifier_params(model)
             results.append(
-                class_features(weight, bias, aux, score=config.score, use_bias=config.use_bias)
+                class_features(
+                    weight,
+                    bias,
+                    aux,
+                    score=config.score,
+                    reference=reference,
+                    use_bias=config.use_bias,
+                )
             )
         return results
 
@@ -127,7 +144,7 @@ class ParamDiff(Attack):
         """Features of every shadow run, made with the same unrelated data and procedure.
 
         A class a shadow never saw would look forgotten while labelled retained, so only the
-        shadow's ``trained_classes`` enter the fit.
+        shadow's ``trained_classes`` enter the fit and standardise its features.
         """
         assert knowledge.shadows is not None
         runs = list(knowledge.shadows())
@@ -145,7 +162,13 @@ class ParamDiff(Attack):
                 known[list(run.trained_classes)] = True
             kept.append(run)
             knowns.append(known)
-        features = self.features_of([run.target for run in kept], x, seed) if kept else []
+        # A shadow trained on some classes only has rows that never saw data; its features are
+        # standardised over its trained classes, as the target's are over all of its classes.
+        features = (
+            self.features_of([run.target for run in kept], x, seed, references=knowns)
+            if kept
+            else []
+        )
         return [
             LabelledFeatures(f, run.forgotten, known)
             for f, run, known in zip(features, kept, knowns, strict=True)
