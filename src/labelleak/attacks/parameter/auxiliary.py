@@ -17,6 +17,7 @@ model here therefore shares the target's feature extractor:
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,8 +28,21 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from labelleak.attacks.base import AttackConfig, AttackerKnowledge, ShadowRun
-from labelleak.attacks.rules import DEFAULT_MIN_SEPARATION
+from labelleak.attacks.base import (
+    Attack,
+    AttackConfig,
+    AttackerKnowledge,
+    AttackResult,
+    ShadowRun,
+)
+from labelleak.attacks.rules import (
+    DEFAULT_MIN_SEPARATION,
+    ClassFeatures,
+    LabelledFeatures,
+    decide,
+    shadow_roc_points,
+    to_results,
+)
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier, linear_head
 from labelleak.training import TrainConfig, predict_logits, train_model
@@ -205,35 +219,14 @@ def finetune_copy(
 
 
 def build_auxiliary(
-    target: ImageClassifier,
-    x: torch.Tensor,
-    y: torch.Tensor | None,
-    *,
-    construction: Construction = "head",
-    label_source: LabelSource = "given",
-    steps: int = 300,
-    lr: float = 0.01,
-    weight_decay: float = 1e-3,
-    finetune_epochs: int = 3,
-    finetune_lr: float = 0.01,
-    seed: int = 0,
+    target: ImageClassifier, x: torch.Tensor, y: torch.Tensor | None, **settings: Any
 ) -> AuxiliaryHead:
     """An auxiliary head for ``target`` from images ``x`` ``(N, C, H, W)`` (labels ``y`` or none).
 
-    See the module docstring for ``construction`` and :func:`make_targets` for ``label_source``.
+    :func:`build_auxiliaries` for one problem; ``settings`` are its keyword arguments (see the
+    module docstring for ``construction`` and :func:`make_targets` for ``label_source``).
     """
-    (head,) = build_auxiliaries(
-        [(target, x, y)],
-        construction=construction,
-        label_source=label_source,
-        steps=steps,
-        lr=lr,
-        weight_decay=weight_decay,
-        finetune_epochs=finetune_epochs,
-        finetune_lr=finetune_lr,
-        seed=seed,
-    )
-    return head
+    return build_auxiliaries([(target, x, y)], **settings)[0]
 
 
 def build_auxiliaries(
@@ -248,9 +241,11 @@ def build_auxiliaries(
     finetune_lr: float = 0.01,
     seed: int = 0,
 ) -> list[AuxiliaryHead]:
-    """:func:`build_auxiliary` for several ``(target, x, y)`` problems; ``head`` fits are batched.
+    """Auxiliary heads for several ``(target, x, y)`` problems; ``head`` fits are batched.
 
-    Each problem gets exactly the head it would get alone (up to float rounding).
+    See the module docstring for ``construction`` and :func:`make_targets` for
+    ``label_source``. Each problem gets exactly the head it would get alone (up to float
+    rounding).
     """
     prepared = []
     for target, x, y in problems:
@@ -419,3 +414,57 @@ def validated_target(knowledge: AttackerKnowledge) -> ImageClassifier:
             f"{knowledge.num_classes} classes"
         )
     return model
+
+
+class ParameterAttack(Attack):
+    """What ``param-dot`` and ``param-diff`` share: usable shadow runs and the rules' verdicts."""
+
+    rules = ("top", "kmeans", "youden", "tree")
+
+    def usable_shadows(self, knowledge: AttackerKnowledge) -> list[ShadowRun]:
+        """The attacker's shadow runs, less those whose unlearning diverged."""
+        runs = list(knowledge.need("shadows")())
+        if not runs:
+            raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
+        usable = []
+        for run in runs:
+            classifier_params(run.target)
+            # A shadow that diverged while unlearning says nothing about unlearning.
+            if is_finite(run.target):
+                usable.append(run)
+        return usable
+
+    def conclude(
+        self,
+        features: ClassFeatures,
+        shadows: Sequence[LabelledFeatures],
+        seed: int,
+        started: float,
+        details: dict[str, Any] | None = None,
+    ) -> list[AttackResult]:
+        """One result per rule, deciding on ``features`` with rules fit on ``shadows``.
+
+        ``started`` is the ``time.perf_counter()`` reading when the attack began.
+        """
+        config = self.config
+        assert isinstance(config, ParameterAttackConfig)
+        decisions = decide(
+            self.rules,
+            features,
+            shadows,
+            kmeans_columns=config.kmeans_columns,
+            min_separation=config.min_separation,
+            tree_depth=config.tree_depth,
+            seed=seed,
+        )
+        return to_results(
+            self.name,
+            decisions,
+            features,
+            seconds=time.perf_counter() - started,
+            details={
+                **(details or {}),
+                "shadow_runs": len(shadows),
+                "roc": shadow_roc_points(shadows),
+            },
+        )

@@ -16,23 +16,20 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, register_attack
+from labelleak.attacks.base import AttackerKnowledge, AttackResult, register_attack
 from labelleak.attacks.parameter.auxiliary import (
     LabelSource,
+    ParameterAttack,
     ParameterAttackConfig,
     build_auxiliaries,
     check_images,
     classifier_params,
-    is_finite,
     validated_target,
 )
 from labelleak.attacks.parameter.features import class_features
 from labelleak.attacks.rules import (
     ClassFeatures,
     LabelledFeatures,
-    decide,
-    shadow_roc_points,
-    to_results,
 )
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
@@ -54,15 +51,14 @@ class ParamDiffConfig(ParameterAttackConfig):
 
 
 @register_attack("param-diff")
-class ParamDiff(Attack):
+class ParamDiff(ParameterAttack):
     Config = ParamDiffConfig
     requires = frozenset({"white_box", "unrelated_data", "shadows"})
-    rules = ("top", "kmeans", "youden", "tree")
     summary = "target rows vs a head trained on unrelated data labelled by the target"
 
     def calibration(self, knowledge: AttackerKnowledge, seed: int) -> list[LabelledFeatures]:
         """Shadow features for the fitted rules, computed once per knowledge setting."""
-        if not {"youden", "tree"} & set(self.rules):
+        if "shadows" not in self.needs():
             return []
         x = unrelated_data(knowledge)
         return self.calibrated(knowledge, lambda: self.shadow_features(knowledge, x, seed))
@@ -76,24 +72,7 @@ class ParamDiff(Attack):
         x = unrelated_data(knowledge)
         features = self.features(target, x, seed)
         shadows = self.calibration(knowledge, seed)
-        config = self.config
-        assert isinstance(config, ParamDiffConfig)
-        decisions = decide(
-            self.rules,
-            features,
-            shadows,
-            kmeans_columns=config.kmeans_columns,
-            min_separation=config.min_separation,
-            tree_depth=config.tree_depth,
-            seed=seed,
-        )
-        return to_results(
-            self.name,
-            decisions,
-            features,
-            seconds=time.perf_counter() - started,
-            details={"shadow_runs": len(shadows), "roc": shadow_roc_points(shadows)},
-        )
+        return self.conclude(features, shadows, seed, started)
 
     def features(self, model: ImageClassifier, x: torch.Tensor, seed: int) -> ClassFeatures:
         """Per-class features of ``model`` against a head trained on unrelated ``x``."""
@@ -146,21 +125,13 @@ class ParamDiff(Attack):
         A class a shadow never saw would look forgotten while labelled retained, so only the
         shadow's ``trained_classes`` enter the fit and standardise its features.
         """
-        assert knowledge.shadows is not None
-        runs = list(knowledge.shadows())
-        if not runs:
-            raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
-        kept, knowns = [], []
-        for run in runs:
-            classifier_params(run.target)
-            if not is_finite(run.target):
-                # A shadow that diverged while unlearning says nothing about unlearning.
-                continue
+        kept = self.usable_shadows(knowledge)
+        knowns: list[np.ndarray | None] = []
+        for run in kept:
             known = None
             if run.trained_classes is not None:
                 known = np.zeros(knowledge.num_classes, dtype=bool)
                 known[list(run.trained_classes)] = True
-            kept.append(run)
             knowns.append(known)
         # A shadow trained on some classes only has rows that never saw data; its features are
         # standardised over its trained classes, as the target's are over all of its classes.

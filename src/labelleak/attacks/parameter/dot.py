@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from labelleak.attacks.base import Attack, AttackerKnowledge, AttackResult, register_attack
+from labelleak.attacks.base import AttackerKnowledge, AttackResult, register_attack
 from labelleak.attacks.parameter.auxiliary import (
+    ParameterAttack,
     ParameterAttackConfig,
     build_auxiliaries,
     check_images,
     classifier_params,
-    is_finite,
     validated_target,
 )
 from labelleak.attacks.parameter.features import class_features
@@ -32,8 +32,6 @@ from labelleak.attacks.rules import (
     ClassFeatures,
     Decision,
     LabelledFeatures,
-    decide,
-    shadow_roc_points,
     to_results,
 )
 from labelleak.errors import LabelleakError
@@ -50,17 +48,16 @@ class ParamDotConfig(ParameterAttackConfig):
 
 
 @register_attack("param-dot")
-class ParamDot(Attack):
+class ParamDot(ParameterAttack):
     Config = ParamDotConfig
     requires = frozenset({"white_box", "attacker_data", "shadows"})
-    rules = ("top", "kmeans", "youden", "tree")
     summary = "target rows vs a head trained on the attacker's data, among the classes it lacks"
 
     def calibration(self, knowledge: AttackerKnowledge, seed: int) -> list[LabelledFeatures]:
         """Shadow features for the fitted rules, computed once per knowledge setting."""
         x, y = attacker_data(knowledge)
         lacking = ~np.isin(np.arange(knowledge.num_classes), np.unique(y.numpy()))
-        if not ({"youden", "tree"} & set(self.rules)) or not lacking.any():
+        if "shadows" not in self.needs() or not lacking.any():
             return []
         return self.calibrated(
             knowledge, lambda: self.shadow_features(knowledge, x, y, int(lacking.sum()), seed)
@@ -83,27 +80,8 @@ class ParamDot(Attack):
             return to_results(self.name, decisions, empty, seconds=time.perf_counter() - started)
         features = self.features(target, x, y, lacking, seed)
         shadows = self.calibration(knowledge, seed)
-        config = self.config
-        assert isinstance(config, ParamDotConfig)
-        decisions = decide(
-            self.rules,
-            features,
-            shadows,
-            kmeans_columns=config.kmeans_columns,
-            min_separation=config.min_separation,
-            tree_depth=config.tree_depth,
-            seed=seed,
-        )
-        return to_results(
-            self.name,
-            decisions,
-            features,
-            seconds=time.perf_counter() - started,
-            details={
-                "candidates": int(lacking.sum()),
-                "shadow_runs": len(shadows),
-                "roc": shadow_roc_points(shadows),
-            },
+        return self.conclude(
+            features, shadows, seed, started, details={"candidates": int(lacking.sum())}
         )
 
     def features(
@@ -164,19 +142,11 @@ class ParamDot(Attack):
         candidates are the forgotten plus held-out classes. Classes outside ``A`` were never
         trained by the shadow and are left out (their rows look forgotten but are not).
         """
-        assert knowledge.shadows is not None
-        runs = list(knowledge.shadows())
-        if not runs:
-            raise LabelleakError("the attacker's shadow list is empty; youden and tree need some")
         trained = np.unique(y.numpy())
         rng = np.random.default_rng(seed)
         problems = []
         truths = []
-        for run in runs:
-            classifier_params(run.target)
-            if not is_finite(run.target):
-                # A shadow that diverged while unlearning says nothing about unlearning.
-                continue
+        for run in self.usable_shadows(knowledge):
             forgotten = np.array(run.forgotten, dtype=int)
             retained = np.setdiff1d(trained, forgotten)
             holdout_size = min(max(lacking - len(forgotten), 0), len(retained) - 2)
