@@ -123,6 +123,9 @@ class ExperimentRunner:
         )
         self.attacker = AttackRunner(config, self.pipeline)
         self.progress = progress
+        # The CSVs are rebuilt after every finished cell from every cell's path: without this
+        # memo each rebuild would re-hash the whole config once per cell of the grid.
+        self._keys: dict[tuple[Cell | AttackCell, bool], str] = {}
 
     def cell_path(self, cell: Cell) -> Path:
         return self.cells_dir / f"{self._cell_key(cell, with_attacks=False)}.json"
@@ -131,6 +134,11 @@ class ExperimentRunner:
         return self.attack_cells_dir / f"{self._cell_key(cell, with_attacks=True)}.json"
 
     def _cell_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
+        if (cell, with_attacks) not in self._keys:
+            self._keys[cell, with_attacks] = self._compute_key(cell, with_attacks)
+        return self._keys[cell, with_attacks]
+
+    def _compute_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
         # Resolved settings (defaults included) and the artifact version are part of the key,
         # so a result computed under other defaults or older code is never reused.
         methods = {
