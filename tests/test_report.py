@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import shutil
 from pathlib import Path
@@ -10,9 +12,8 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from labelleak.cli import cli
+from labelleak.cli import main
 from labelleak.errors import LabelleakError
 from labelleak.report import build_report, format_rate, load_results
 from labelleak.report.tables import chance_level
@@ -328,8 +329,15 @@ def test_a_cell_merged_with_other_timings_counts_once(results: Path, tmp_path: P
 
 
 def run_report(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, ["report", *args])
-    return result.exit_code, result.stdout, result.stderr
+    """``labelleak report ARGS`` through the console entry point: (exit status, out, err)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["report", *args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:

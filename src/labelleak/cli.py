@@ -171,16 +171,10 @@ def report(folders: tuple[Path, ...], out: Path | None) -> None:
     """Rebuild report.md and its plots from the CSVs of one or several result folders."""
     from labelleak.report import headline, load_results, write_report
 
-    # Handled here as well as in main() so that the one-line error (and exit 2) also reaches
-    # callers that invoke the command object directly, such as click's test runner.
-    try:
-        if out is None and len(folders) > 1:
-            raise LabelleakError("several folders are merged into one report: say where with --out")
-        results = load_results(list(folders))
-        path = write_report(results, out if out is not None else folders[0])
-    except LabelleakError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(2)
+    if out is None and len(folders) > 1:
+        raise LabelleakError("several folders are merged into one report: say where with --out")
+    results = load_results(list(folders))
+    path = write_report(results, out if out is not None else folders[0])
     click.echo(headline(results))
     click.echo(f"\nreport written to {path}")
 
