@@ -10,6 +10,7 @@ from labelleak.attacks.inversion.criteria import (
     CriteriaConfig,
     entropy_decision,
     fit_level,
+    gap_decision,
     log_odds_from_logits,
     log_odds_from_probs,
     own_class_log_odds,
@@ -64,10 +65,11 @@ def test_rules_find_any_number_of_forgotten_classes(
     decisions = profile_decisions(profiles, CriteriaConfig())
     assert decisions["threshold"][0] == forgotten
     assert decisions["entropy"][0] == forgotten
+    assert decisions["gap"][0] == forgotten
     if forgotten:
         assert decisions["top"][0][0] in forgotten
     # Scores rank forgotten classes above every retained one.
-    for rule in ("threshold", "entropy", "top"):
+    for rule in ("threshold", "entropy", "gap", "top"):
         scores = decisions[rule][1]
         others = [s for k, s in enumerate(scores) if k not in forgotten]
         assert all(scores[k] > max(others) for k in forgotten)
@@ -79,6 +81,7 @@ def test_original_like_profiles_name_nothing() -> None:
     decisions = profile_decisions(profiles_from(c), CriteriaConfig())
     assert decisions["threshold"][0] == ()
     assert decisions["entropy"][0] == ()
+    assert decisions["gap"][0] == ()
 
 
 def test_saturated_probabilities_keep_their_log_odds() -> None:
@@ -100,6 +103,26 @@ def test_threshold_is_relative_to_the_median_class() -> None:
     assert threshold_decision(c, alpha=0.5) == ()
     # Any prototype that is not predicted as its own class is forgotten, whatever alpha.
     assert threshold_decision(np.array([20.0] * 9 + [-0.1]), alpha=0.05) == (9,)
+
+
+def test_gap_rule_names_the_classes_below_a_clear_break() -> None:
+    scattered = np.array(retained())
+    # A low class on a model whose classes are scattered anyway, with no break below them: the
+    # relative threshold fires, the gap rule does not (a hard retained class, not a removed one).
+    low = scattered.copy()
+    low[3] = 13.0
+    assert threshold_decision(low) == (3,)
+    assert gap_decision(low) == ()
+    # Classes cut off from the rest are named, however many (fewer than half).
+    cut = scattered.copy()
+    cut[[1, 6]] = [4.0, 6.0]
+    assert gap_decision(cut) == (1, 6)
+    # A break must stand out against the other steps, not just be the largest.
+    assert gap_decision(np.linspace(0.0, 27.0, K)) == ()
+    # A model whose classes all reach the cap names nothing.
+    assert (
+        gap_decision(np.array([30.0, 80.0, 26.0, 500.0, 25.5, 40.0, 27.0, 90.0, 33.0, 29.0])) == ()
+    )
 
 
 def test_entropy_rule_is_relative_and_catches_spread_rows() -> None:

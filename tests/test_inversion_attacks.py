@@ -68,8 +68,10 @@ def test_white_box_inversion_names_the_forgotten_class(
 ) -> None:
     results = run_attack("invert-white", knowledge_for(models[method]), {"steps": 120}, seed=0)
     by_rule = {r.rule: r for r in results}
-    assert set(by_rule) == {"threshold", "entropy", "top"}
+    assert set(by_rule) == {"threshold", "entropy", "gap", "top"}
     assert by_rule["threshold"].predicted == FORGOTTEN
+    assert by_rule["gap"].predicted == FORGOTTEN
+    assert by_rule["entropy"].predicted == FORGOTTEN
     assert by_rule["top"].predicted == FORGOTTEN
     assert by_rule["threshold"].queries == 0
     assert by_rule["top"].details["prototypes"].shape == (10, *SHAPE)
@@ -87,6 +89,7 @@ def test_black_box_inversion_names_the_forgotten_class(
     top = next(r for r in results if r.rule == "top")
     assert top.predicted == FORGOTTEN
     assert next(r for r in results if r.rule == "threshold").predicted == FORGOTTEN
+    assert next(r for r in results if r.rule == "gap").predicted == FORGOTTEN
     # Every input is counted once, batched or not, and the budget holds per class and in total.
     assert counter.seen == query.queries == top.queries <= 3000
     per_class = top.details["queries_per_class"]
