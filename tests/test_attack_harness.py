@@ -125,6 +125,40 @@ def test_bad_attack_settings_are_refused(tmp_path: Path) -> None:
         assert not (tmp_path / "o").exists()
 
 
+def test_the_control_runs_each_model_only_attack_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelleak.attacks import get_attack_class
+
+    calls: dict[str, int] = {}
+    for name in ("invert-white", "head-bias", "chance"):
+        cls = get_attack_class(name)
+        original_run = cls.run
+
+        def counted(self, knowledge, seed=0, _run=original_run, _name=name):  # type: ignore[no-untyped-def]
+            calls[_name] = calls.get(_name, 0) + 1
+            return _run(self, knowledge, seed)
+
+        monkeypatch.setattr(cls, "run", counted)
+    grid = {
+        "dataset": "digits",
+        "train": {"epochs": 3},
+        "methods": ["retrain"],
+        "forget": [3, 5, [2, 7]],
+        "attacks": ["invert-white", "head-bias", "chance"],
+        "attack_params": {"invert-white": {"steps": 5}},
+    }
+    out = tmp_path / "out"
+    ExperimentRunner(parse_config(grid), out, tmp_path / "cache", progress=False).run()
+    # 3 unlearned targets + the original, which controls each of the 3 forget sets: attacks that
+    # only read the model answer the same each time and run once on it; chance draws per trial.
+    assert calls == {"invert-white": 4, "head-bias": 4, "chance": 6}
+    table = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    control = table[(table["method"] == "original") & (table["attack"] == "invert-white")]
+    assert len(control) == 3 * len(get_attack_class("invert-white").rules)
+    assert control.groupby("rule")["predicted"].nunique().eq(1).all()
+
+
 def test_chance_draws_independently_per_trial() -> None:
     from labelleak.attacks import AttackerKnowledge, run_attack
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -104,6 +105,17 @@ def test_digits_is_bundled_and_normalised() -> None:
     again = load_dataset("digits")
     assert torch.equal(again.x_test, data.x_test)
     assert len(data.mean) == len(data.std) == 1
+
+
+def test_digits_read_directly_match_scikit_learns_loader() -> None:
+    from sklearn.datasets import load_digits
+
+    from labelleak.data.registry import _digits_arrays
+
+    images, labels = _digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images.astype(np.float32))
+    np.testing.assert_array_equal(labels, bunch.target)
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "svhn"])

@@ -87,6 +87,18 @@ def test_cache_keys_separate_what_differs(monkeypatch, tmp_path, digits_pipeline
     assert recorded.unlearned(DATASET, SEED, "retrain", (3,)).key == retrain_key
 
 
+def test_a_method_version_bump_invalidates_only_that_methods_models(
+    monkeypatch, digits_pipeline
+) -> None:
+    finetune = digits_pipeline.unlearned(DATASET, SEED, "finetune", (3,)).key
+    first = digits_pipeline.unlearned(DATASET, SEED, "random-label", (3,)).key
+    # A change that alters the models a method makes bumps its version: its cached models are
+    # not reused, while every other method keeps its cache.
+    monkeypatch.setattr(METHODS.get_class("random-label"), "version", 2)
+    assert digits_pipeline.unlearned(DATASET, SEED, "random-label", (3,)).key != first
+    assert digits_pipeline.unlearned(DATASET, SEED, "finetune", (3,)).key == finetune
+
+
 def test_same_config_and_seed_give_identical_weights(tmp_path) -> None:
     config = {
         "dataset": DATASET,

@@ -32,6 +32,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "unrelated_count": 500,
 }  # fmt: skip
 
+#: The demo's default worker count is one per core up to this many.
+DEMO_MAX_WORKERS = 8
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="labelleak")
@@ -150,12 +153,23 @@ def run(
     help="results folder",
 )
 @_cache_option
+@click.option(
+    "--workers",
+    default=None,
+    metavar="N",
+    help="worker processes (default: one per core, at most 8; 1 runs serially)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def demo(out: Path, cache_dir: Path | None, quiet: bool) -> None:
+def demo(out: Path, cache_dir: Path | None, workers: str | None, quiet: bool) -> None:
     """The whole pipeline on scikit-learn's bundled digits: nothing to download."""
     from labelleak.experiment.config import parse_config
+    from labelleak.experiment.parallel import available_cores, make_executor
 
-    _run(parse_config(DEMO_CONFIG), out, cache_dir, quiet)
+    # Parallel by default: on 2 cores the demo takes ~60 s instead of ~130 s serially, with the
+    # same tables (workers run one torch thread each; the digits MLP is too small to gain from
+    # more). Beyond 8 workers the demo's 13 knowledge settings leave processes idle.
+    count = workers if workers is not None else min(available_cores(), DEMO_MAX_WORKERS)
+    _run(parse_config(DEMO_CONFIG), out, cache_dir, quiet, make_executor(None, count))
 
 
 @cli.command()

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,23 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+#: Seconds between rebuilds of a results table while a grid runs. Each rebuild reads every
+#: finished cell file, so rebuilding after every cell cost O(cells^2) (4 s of the demo's 60).
+TABLE_REFRESH_SECONDS = 5.0
+
+
+class Every:
+    """``due()`` is true on its first call and then at most once per ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True

@@ -200,6 +200,9 @@ class Attack:
     #: instance reports its config's ``rules`` where the config has that setting.
     rules: tuple[str, ...] = ("top",)
     summary: ClassVar[str] = ""
+    #: True when the attack draws afresh per trial (``knowledge.extra["trial"]``), so two
+    #: targets that are the same model under the same knowledge may still get different answers.
+    per_trial: ClassVar[bool] = False
 
     def __init__(self, config: AttackConfig | None = None, **params: Any) -> None:
         if config is not None and params:

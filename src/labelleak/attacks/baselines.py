@@ -79,6 +79,7 @@ class Chance(Attack):
     requires = frozenset()
     rules = ("top",)
     summary = "one class drawn at random"
+    per_trial = True
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         # The harness names each trial in ``extra["trial"]``, so targets sharing a seed still

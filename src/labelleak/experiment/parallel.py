@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labelleak.errors import LabelleakError, unknown_choice
+from labelleak.utils import TABLE_REFRESH_SECONDS, Every
 
 # Heavy modules (torch, pandas, the runner) are imported where used: a spawned worker imports
 # this module to run its initializer, and the parent's import must not cost every CLI command.
@@ -482,15 +483,17 @@ def _execute(
     desc: str,
     after_each: Callable[[], object] | None = None,
 ) -> None:
-    """Run ``tasks`` with a progress bar over finished tasks; ``after_each`` rebuilds a table."""
+    """Run ``tasks`` with a progress bar over finished tasks; ``after_each`` rebuilds a table
+    (at most every :data:`TABLE_REFRESH_SECONDS`; :func:`run_phases` rebuilds it at the end)."""
     from tqdm.auto import tqdm
 
     if not tasks:
         return
     bar = tqdm(total=len(tasks), desc=desc, unit="task", disable=not runner.progress)
+    refresh = Every(TABLE_REFRESH_SECONDS)
     try:
         for _ in executor.map_unordered(run_task, tasks):
-            if after_each is not None:
+            if after_each is not None and refresh.due():
                 after_each()
             bar.update()
     finally:

@@ -168,6 +168,8 @@ class Pipeline:
             "params": method.config.model_dump(),
             "forget": list(forget),
         }
+        if method.version > 1:
+            spec["method_version"] = method.version
         key = content_hash(spec)
         if key in self._memo:
             return self._memo[key]

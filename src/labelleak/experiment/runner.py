@@ -27,6 +27,8 @@ from labelleak.experiment.pipeline import ARTIFACT_VERSION, Pipeline
 from labelleak.experiment.store import ArtifactStore
 from labelleak.unlearning import build_method
 from labelleak.utils import (
+    TABLE_REFRESH_SECONDS,
+    Every,
     atomic_path,
     content_hash,
     remove_stale_temporaries,
@@ -191,11 +193,13 @@ class ExperimentRunner:
         """Today's loop: every missing cell in grid order in this process, then the attacks."""
         todo = [cell for cell in cells if not self.cell_path(cell).is_file()]
         bar = tqdm(todo, desc="unlearn", unit="model", disable=not self.progress)
+        refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
             forgotten = format_classes(cell.forget)
             bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {forgotten}")
             self.finish_cell(cell)
-            self.write_table(cells)
+            if refresh.due():
+                self.write_table(cells)
         table = self.write_table(cells)
         if self.config.attacks:
             self.run_attacks(cells)
@@ -233,10 +237,12 @@ class ExperimentRunner:
         # parallel run, so the pictures do not depend on how the run was split or resumed.
         pictured = prototype_targets(targets)
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
+        refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
             bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_classes(cell.gap)}")
             self.finish_attack_cell(cell, picture=cell in pictured)
-            self.write_attack_table(targets)
+            if refresh.due():
+                self.write_attack_table(targets)
         return self.write_attack_table(targets)
 
     def write_attack_table(self, targets: list[AttackCell]) -> pd.DataFrame:

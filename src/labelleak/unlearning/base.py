@@ -77,6 +77,9 @@ class UnlearningMethod:
     summary: ClassVar[str] = ""
     #: True when the original's training run must use :meth:`recorder` (amnesiac unlearning).
     needs_training_record: ClassVar[bool] = False
+    #: Bumped when a change to the method alters the models it makes, so cached ones are not
+    #: reused; it enters the cache key from 2 on (models made at version 1 keep their keys).
+    version: ClassVar[int] = 1
 
     def __init__(self, config: MethodConfig | None = None, **params: Any) -> None:
         if config is not None and params:
