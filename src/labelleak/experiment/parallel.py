@@ -8,10 +8,13 @@ CSVs from those files. The work runs in three phases, so that no model is traine
 though the cache would tolerate it (two processes storing the same key keep one copy):
 
 A. ``originals``: one task per (dataset, seed) trains (or loads) the never-unlearned original;
+   beside them, when an attack needs shadow models, one ``shadows`` task per knowledge setting
+   trains the attacker's shadow models into the cache (they depend only on the attacker's own
+   data, not on any target, so they keep the workers busy while an original trains alone);
 B. ``unlearn``: one task per missing unlearning cell, loading its original from the cache;
 C. ``attack``: the missing attack cells, grouped by knowledge setting (dataset, seed, attacker
-   classes) when an attack needs shadow models, since a setting's targets share them; one task
-   per target otherwise.
+   classes) when an attack needs shadow models, since a setting's targets share them (loaded
+   from the cache); one task per target otherwise.
 
 A worker killed mid-task loses only the cell it was computing: the others are on disk, and a
 rerun with the same output folder skips them (as does a retried Ray task). With Ray, the output
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from labelleak.experiment.runner import Cell, ExperimentRunner
 
 EXECUTORS = ("serial", "processes", "ray")
-ORIGINALS, UNLEARN, ATTACK = "originals", "unlearn", "attack"
+ORIGINALS, SHADOWS, UNLEARN, ATTACK = "originals", "shadows", "unlearn", "attack"
 #: Intra-op threads per worker process unless told otherwise (see the module's note on threads).
 DEFAULT_WORKER_THREADS = 1
 #: Ray retries a task whose worker died this many times; a retry skips the cells already written.
@@ -124,6 +127,13 @@ def run_task(task: GridTask) -> int:
     if task.phase == ORIGINALS:
         for dataset, seed in task.cells:
             runner.pipeline.original(dataset, seed)
+            computed += 1
+    elif task.phase == SHADOWS:
+        attacker = runner.attacker
+        for cell in task.cells:
+            # Memoised per knowledge setting: the group's other cells mostly cost nothing.
+            classes = attacker.attacker_classes(cell.dataset, cell.seed, cell.gap)
+            attacker.shadows(cell.dataset, cell.seed, classes, cell.method)
             computed += 1
     elif task.phase == UNLEARN:
         for cell in task.cells:
@@ -458,6 +468,11 @@ def prototype_targets(targets: Sequence[AttackCell]) -> set[AttackCell]:
     return set(first.values())
 
 
+def needs_shadows(runner: ExperimentRunner) -> bool:
+    """Whether any configured attack needs the attacker's shadow models."""
+    return any("shadows" in runner.attacker.attack(name).needs() for name in runner.config.attacks)
+
+
 def attack_groups(runner: ExperimentRunner, todo: Sequence[AttackCell]) -> list[list[AttackCell]]:
     """Missing attack cells split into tasks, in grid order.
 
@@ -465,9 +480,7 @@ def attack_groups(runner: ExperimentRunner, todo: Sequence[AttackCell]) -> list[
     seed, attacker classes) share them (and the shadow calibrations), so they form one task;
     otherwise every target is its own task.
     """
-    config = runner.config
-    shadows = any("shadows" in runner.attacker.attack(name).needs() for name in config.attacks)
-    if not shadows:
+    if not needs_shadows(runner):
         return [[cell] for cell in todo]
     groups: dict[tuple[Any, ...], list[AttackCell]] = {}
     for cell in todo:
@@ -524,10 +537,17 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
     targets = runner.attack_cells(cells) if config.attacks else []
     attack_todo = [cell for cell in targets if not runner.attack_cell_path(cell).is_file()]
     try:
-        # A: every original some missing cell needs, once each.
+        # A: every original some missing cell needs, once each, and the shadow models of every
+        # knowledge setting with a missing attack cell (originals first: they take longest).
         pairs = list(dict.fromkeys((c.dataset, c.seed) for c in [*todo, *attack_todo]))
         originals = [GridTask(ORIGINALS, cells=(pair,), **common) for pair in pairs]
-        _execute(runner, executor, originals, "originals")
+        groups = attack_groups(runner, attack_todo)
+        shadows = (
+            [GridTask(SHADOWS, cells=tuple(group), **common) for group in groups]
+            if needs_shadows(runner)
+            else []
+        )
+        _execute(runner, executor, [*originals, *shadows], "originals and shadows")
         # B: the unlearning cells, one per task.
         unlearn = [GridTask(UNLEARN, cells=(cell,), **common) for cell in todo]
         _execute(runner, executor, unlearn, "unlearn", lambda: runner.write_table(cells))
@@ -540,7 +560,7 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
                 pictured=tuple(c for c in group if c in pictured),
                 **common,
             )
-            for group in attack_groups(runner, attack_todo)
+            for group in groups
         ]
         _execute(runner, executor, attack, "attack", lambda: runner.write_attack_table(targets))
     finally:
