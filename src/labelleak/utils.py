@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import json
 import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +126,28 @@ class Every:
             return False
         self._last = now
         return True
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand memory the allocator holds but no longer uses back to the OS (glibc only).
+
+    Every grid cell copies part of a dataset (a forget or retain split, tens of MB on MNIST);
+    glibc keeps such freed blocks in fragmented heaps, and a 300-cell MNIST grid grew by ~45 MB
+    per cell until it was killed for memory (12.9 GB). Trimming after each cell keeps the
+    process flat for a few milliseconds; a fixed mmap threshold did too, but cost 50% more time
+    in page faults.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -31,6 +31,7 @@ from labelleak.utils import (
     Every,
     atomic_path,
     content_hash,
+    release_free_memory,
     remove_stale_temporaries,
     resolve_device,
     write_text_atomic,
@@ -208,6 +209,7 @@ class ExperimentRunner:
     def finish_cell(self, cell: Cell) -> None:
         """Compute one unlearning cell and write its file atomically (a worker's unit of work)."""
         write_text_atomic(self.cell_path(cell), json.dumps(self.run_cell(cell)))
+        release_free_memory()
 
     def finish_attack_cell(self, cell: AttackCell, picture: bool) -> None:
         """Attack one target and write its rows atomically; ``picture`` draws its prototypes."""
@@ -216,6 +218,7 @@ class ExperimentRunner:
             cell, picture_dir=picture_dir, calibration_dir=self.out_dir / "calibration"
         )
         write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
+        release_free_memory()
 
     def attack_cells(self, cells: list[Cell]) -> list[AttackCell]:
         """One attacked target per unlearned model, plus the original per forget set (control)."""
