@@ -25,6 +25,14 @@ def class_accuracies(
     ``test_acc`` (all), each in ``[0, 1]``; ``nan`` where a part is empty.
     """
     correct = predict_logits(model, x, device=device).argmax(dim=1) == y
+    return split_accuracies(correct, y, forget_classes)
+
+
+def split_accuracies(
+    correct: torch.Tensor, y: torch.Tensor, forget_classes: Sequence[int]
+) -> dict[str, float]:
+    """:func:`class_accuracies` from per-sample hits ``correct`` ``(N,)`` (bool) and labels
+    ``y`` ``(N,)``, for callers that reuse one model's predictions across forget sets."""
     forgotten = torch.isin(y, torch.tensor(list(forget_classes), dtype=y.dtype))
 
     def mean(mask: torch.Tensor) -> float:

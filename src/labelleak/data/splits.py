@@ -60,26 +60,42 @@ class DataSplits:
     attacker_idx: torch.Tensor
     test_idx: torch.Tensor
     settings: dict[str, object] = field(default_factory=dict)
+    # Hashing the target's images costs ~0.4 s on full MNIST; every model load asks for it.
+    _fingerprint: str | None = field(default=None, init=False, repr=False)
+    # Gathering the target's images copies ~170 MB on full MNIST; every model load needs them.
+    _target: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def num_classes(self) -> int:
         return self.dataset.num_classes
 
     def fingerprint(self) -> str:
-        """A hash of the data and indices that determine every model trained on these splits."""
+        """A hash of the data and indices that determine every model trained on these splits.
+
+        Computed once per object: the splits are immutable.
+        """
+        if self._fingerprint is not None:
+            return self._fingerprint
         digest = hashlib.sha256()
         digest.update(self.dataset.name.encode())
         for tensor in (
-            self.dataset.x_train[self.target_idx],
-            self.dataset.y_train[self.target_idx],
+            *self.target_data(),
             self.dataset.y_train[self.attacker_idx],
         ):
             digest.update(tensor.contiguous().numpy().tobytes())
-        return digest.hexdigest()[:20]
+        object.__setattr__(self, "_fingerprint", digest.hexdigest()[:20])
+        return self._fingerprint
 
     def target_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The target's whole training set: images ``(N, C, H, W)``, labels ``(N,)``."""
-        return self.dataset.x_train[self.target_idx], self.dataset.y_train[self.target_idx]
+        """The target's whole training set: images ``(N, C, H, W)``, labels ``(N,)``.
+
+        The same tensors on every call (gathered once): callers must not modify them in place.
+        """
+        if self._target is None:
+            target = self.dataset.x_train[self.target_idx], self.dataset.y_train[self.target_idx]
+            object.__setattr__(self, "_target", target)
+        assert self._target is not None
+        return self._target
 
     def _target_split(self, forget_classes: Sequence[int], forget: bool):  # type: ignore[no-untyped-def]
         classes = validate_forget_classes(forget_classes, self.num_classes)
