@@ -34,7 +34,7 @@ ATTACKS = [
 ]  # fmt: skip
 
 #: The parameter attacks' shadow-free rules (no shadow models to train).
-SHADOW_FREE = {name: {"rules": ["top", "kmeans"]} for name in ("param-dot", "param-diff")}
+SHADOW_FREE = {name: {"rules": ["top", "kmeans", "gap"]} for name in ("param-dot", "param-diff")}
 
 #: noise-histogram gets invert-black's whole budget (1,000 queries per class, 10 classes), so
 #: the two black-box attacks are compared at equal cost.
@@ -65,7 +65,7 @@ def main() -> int:
         "--shadow-rules",
         action="store_true",
         help="also fit youden and tree on shadow runs (trains about 20 shadow models per forget "
-        "set; without it the parameter attacks report top and kmeans only)",
+        "set; without it the parameter attacks report top, kmeans and gap only)",
     )
     parser.add_argument(
         "--attacks", nargs="*", default=ATTACKS, help="attacks (none: train, unlearn)"

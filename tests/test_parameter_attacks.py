@@ -91,9 +91,10 @@ def by_rule(results: list) -> dict:
 @pytest.mark.parametrize("method", ["retrain", "neg-grad"])
 def test_param_diff_names_the_forgotten_class(grid: dict, method: str) -> None:
     results = by_rule(run_attack("param-diff", knowledge(grid, grid["targets"][method])))
-    assert set(results) == {"top", "kmeans", "youden", "tree"}
+    assert set(results) == {"top", "kmeans", "gap", "youden", "tree"}
     assert results["top"].predicted == FORGOTTEN
     assert results["kmeans"].predicted == FORGOTTEN
+    assert results["gap"].predicted == FORGOTTEN
     assert results["top"].scores.shape == (10,)
 
 
@@ -109,9 +110,10 @@ def test_param_dot_names_the_forgotten_class(grid: dict, method: str) -> None:
 def test_shadow_free_rules_need_no_shadows(grid: dict) -> None:
     # Without youden and tree the attacker need not build (costly) shadow runs at all.
     no_shadows = knowledge(grid, grid["targets"]["retrain"], shadows=None)
-    results = run_attack("param-diff", no_shadows, {"rules": ["top", "kmeans"]})
-    assert [r.rule for r in results] == ["top", "kmeans"]
+    results = run_attack("param-diff", no_shadows, {"rules": ["top", "kmeans", "gap"]})
+    assert [r.rule for r in results] == ["top", "kmeans", "gap"]
     assert by_rule(results)["kmeans"].predicted == FORGOTTEN
+    assert by_rule(results)["gap"].predicted == FORGOTTEN
     with pytest.raises(LabelleakError, match="shadows"):
         run_attack("param-diff", no_shadows)
     with pytest.raises(LabelleakError, match="param-diff rule 'median'"):

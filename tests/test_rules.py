@@ -8,9 +8,11 @@ import pytest
 from labelleak.attacks.rules import (
     ClassFeatures,
     LabelledFeatures,
+    SetRuleConfig,
     decide,
     fit_tree,
     fit_youden,
+    rule_gap,
     rule_kmeans,
     rule_top,
     rule_tree,
@@ -60,6 +62,45 @@ def test_kmeans_only_names_candidates() -> None:
     candidates[[3, 4, 5, 6, 7]] = True
     masked = ClassFeatures(features.values, features.names, features.score, candidates)
     assert rule_kmeans(masked).predicted == (3,)
+
+
+@pytest.mark.parametrize("forgotten", [(3,), (1, 7), (0, 5, 9)])
+def test_gap_finds_one_two_and_three_forgotten(forgotten: tuple[int, ...]) -> None:
+    for seed in range(5):
+        assert rule_gap(synthetic(forgotten, seed)).predicted == forgotten
+
+
+def test_gap_names_a_class_kmeans_misses() -> None:
+    # One class clearly above nine evenly spaced ones: the step is large against their spacing
+    # (gap names it) but 3.6 standard deviations of the rest (kmeans asks for 4).
+    score = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.4])
+    features = ClassFeatures.from_score(score)
+    assert rule_gap(features).predicted == (9,)
+    assert rule_kmeans(features).predicted == ()
+
+
+def test_gap_says_nothing_without_a_break() -> None:
+    evenly = ClassFeatures.from_score(np.linspace(0.0, 1.0, K))
+    assert rule_gap(evenly).predicted == ()
+    assert rule_gap(ClassFeatures.from_score(np.zeros(K))).predicted == ()
+    # A class far BELOW the others is not a removed class (high scores mean removed).
+    low = ClassFeatures.from_score(np.array([-9.0, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))
+    assert rule_gap(low).predicted == ()
+    # The documented false-alarm rate on pure noise: about 14% of draws at the defaults.
+    named = [rule_gap(synthetic((), seed)).predicted != () for seed in range(400)]
+    assert 0.08 < float(np.mean(named)) < 0.20
+
+
+def test_gap_only_names_candidates_and_obeys_its_settings() -> None:
+    features = synthetic((3, 6), 0)
+    candidates = np.ones(K, bool)
+    candidates[6] = False
+    masked = ClassFeatures(features.values, features.names, features.score, candidates)
+    assert rule_gap(masked).predicted == (3,)
+    assert rule_gap(features, level=100.0).predicted == ()
+    strict = SetRuleConfig(gap_level=100.0)
+    assert decide(["gap"], features, settings=strict)["gap"].predicted == ()
+    assert decide(["gap"], features)["gap"].predicted == (3, 6)
 
 
 def shadows(n: int = 12) -> list[LabelledFeatures]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pydantic import Field
 
 from labelleak.attacks.base import (
     Attack,
@@ -28,9 +27,9 @@ from labelleak.attacks.base import (
     register_attack,
 )
 from labelleak.attacks.rules import (
-    DEFAULT_MIN_SEPARATION,
     ClassFeatures,
     Decision,
+    SetRuleConfig,
     decide,
     to_results,
 )
@@ -39,19 +38,11 @@ from labelleak.models.base import linear_head
 from labelleak.utils import content_hash
 
 
-class RuleConfig(AttackConfig):
-    min_separation: float = Field(
-        DEFAULT_MIN_SEPARATION,
-        ge=0,
-        description="kmeans names nothing when the high cluster's robust separation is below this",
-    )
-
-
 class ScoreBaseline(Attack):
     """A baseline defined by one score per class; subclasses implement :meth:`score`."""
 
-    Config = RuleConfig
-    rules = ("top", "kmeans")
+    Config = SetRuleConfig
+    rules = ("top", "kmeans", "gap")
 
     def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
         """Scores ``(K,)`` (higher = more likely forgotten) and the queries spent."""
@@ -62,8 +53,8 @@ class ScoreBaseline(Attack):
         scores, queries = self.score(knowledge, seed)
         features = ClassFeatures.from_score(scores)
         config = self.config
-        assert isinstance(config, RuleConfig)
-        decisions = decide(self.rules, features, min_separation=config.min_separation, seed=seed)
+        assert isinstance(config, SetRuleConfig)
+        decisions = decide(self.rules, features, settings=config, seed=seed)
         return to_results(
             self.name, decisions, features, seconds=time.perf_counter() - started, queries=queries
         )

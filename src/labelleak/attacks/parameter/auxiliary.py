@@ -30,15 +30,14 @@ from torch import nn
 
 from labelleak.attacks.base import (
     Attack,
-    AttackConfig,
     AttackerKnowledge,
     AttackResult,
     ShadowRun,
 )
 from labelleak.attacks.rules import (
-    DEFAULT_MIN_SEPARATION,
     ClassFeatures,
     LabelledFeatures,
+    SetRuleConfig,
     decide,
     shadow_roc_points,
     to_results,
@@ -362,7 +361,7 @@ def make_shadow_runs(
     return runs
 
 
-class ParameterAttackConfig(AttackConfig):
+class ParameterAttackConfig(SetRuleConfig):
     """Settings shared by ``param-dot`` and ``param-diff``: the auxiliary head and the rules."""
 
     construction: Construction = Field(
@@ -378,18 +377,13 @@ class ParameterAttackConfig(AttackConfig):
     )
     finetune_epochs: int = Field(3, ge=1, description="epochs of the 'finetune' construction")
     finetune_lr: float = Field(0.01, gt=0, description="learning rate of 'finetune'")
-    min_separation: float = Field(
-        DEFAULT_MIN_SEPARATION,
-        ge=0,
-        description="kmeans names nothing when the high cluster's robust separation is below this",
-    )
     kmeans_columns: tuple[str, ...] | None = Field(
         ("score",), description="feature columns kmeans clusters on; None = all columns"
     )
     tree_depth: int = Field(3, ge=1, description="maximum depth of the shadow-fit tree")
     rules: tuple[str, ...] | None = Field(
         None,
-        description="rules to report (top, kmeans, youden, tree); None = all. Without youden "
+        description="rules to report (top, kmeans, gap, youden, tree); None = all. Without youden "
         "and tree the attack needs no shadow runs",
     )
 
@@ -419,7 +413,7 @@ def validated_target(knowledge: AttackerKnowledge) -> ImageClassifier:
 class ParameterAttack(Attack):
     """What ``param-dot`` and ``param-diff`` share: usable shadow runs and the rules' verdicts."""
 
-    rules = ("top", "kmeans", "youden", "tree")
+    rules = ("top", "kmeans", "gap", "youden", "tree")
 
     def usable_shadows(self, knowledge: AttackerKnowledge) -> list[ShadowRun]:
         """The attacker's shadow runs, less those whose unlearning diverged."""
@@ -453,7 +447,7 @@ class ParameterAttack(Attack):
             features,
             shadows,
             kmeans_columns=config.kmeans_columns,
-            min_separation=config.min_separation,
+            settings=config,
             tree_depth=config.tree_depth,
             seed=seed,
         )
