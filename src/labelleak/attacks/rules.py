@@ -58,7 +58,8 @@ class SetRuleConfig(AttackConfig):
     min_separation: float = Field(
         DEFAULT_MIN_SEPARATION,
         ge=0,
-        description="kmeans names nothing when the high cluster's robust separation is below this",
+        description="kmeans names nothing when the high cluster's separation (standard "
+        "deviations of the rest, see rules.separation) is below this",
     )
     gap_ratio: float = Field(
         DEFAULT_GAP_RATIO,
