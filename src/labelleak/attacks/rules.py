@@ -217,6 +217,22 @@ def rule_kmeans(
     return Decision(tuple(int(c) for c in ids[forgotten]), details)
 
 
+def largest_break(scores: np.ndarray) -> tuple[np.ndarray, int, float, float]:
+    """The largest step between neighbours of ``scores`` ``(M,)`` sorted from high to low.
+
+    Searched among the first ``M // 2`` positions (removed classes are the minority). Returns
+    ``(order, cut, step, typical)``: the indices from high to low (stable), the position after
+    which the break lies (``order[: cut + 1]`` are above it), its size, and the median of the
+    other steps (0 when there are none). Shared by ``gap`` here and the inversions' gap rule.
+    """
+    order = np.argsort(-scores, kind="stable")
+    steps = -np.diff(scores[order])
+    cut = int(np.argmax(steps[: len(scores) // 2]))
+    others = np.delete(steps, cut)
+    typical = float(np.median(others)) if len(others) else 0.0
+    return order, cut, float(steps[cut]), typical
+
+
 def rule_gap(
     features: ClassFeatures,
     *,
@@ -239,13 +255,10 @@ def rule_gap(
     if len(ids) < 3:
         return Decision((), {"reason": "fewer than three candidates"})
     scores = features.score[ids]
-    order = np.argsort(-scores, kind="stable")
-    steps = -np.diff(scores[order])
-    cut = int(np.argmax(steps[: len(ids) // 2]))
-    others = np.delete(steps, cut)
-    needed = max(ratio * float(np.median(others)), level * float(scores.std()))
-    details = {"break": float(steps[cut]), "needed": needed}
-    if steps[cut] <= 0 or steps[cut] < needed:
+    order, cut, step, typical = largest_break(scores)
+    needed = max(ratio * typical, level * float(scores.std()))
+    details = {"break": step, "needed": needed}
+    if step <= 0 or step < needed:
         return Decision((), details)
     return Decision(tuple(sorted(int(c) for c in ids[order[: cut + 1]])), details)
 

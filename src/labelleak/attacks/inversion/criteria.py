@@ -47,6 +47,7 @@ import torch
 from pydantic import Field
 
 from labelleak.attacks.base import AttackConfig, AttackResult
+from labelleak.attacks.rules import largest_break
 from labelleak.errors import LabelleakError
 
 #: Added inside logarithms of probabilities; it only matters for exact zeros.
@@ -57,6 +58,12 @@ MAD_TO_SIGMA = 1.4826
 
 #: The decision rules an inversion attack reports, in order.
 RULES = ("threshold", "entropy", "gap", "top")
+
+
+GAP_LEVEL_HELP = (
+    "gap rule: the break must also be at least this fraction of the median class's capped "
+    "log-odds (so a model whose classes all reach the cap names nothing)"
+)
 
 
 class CriteriaConfig(AttackConfig):
@@ -90,12 +97,7 @@ class CriteriaConfig(AttackConfig):
         description="gap rule: the break must be at least this many times the median of the "
         "other steps between neighbouring classes' capped log-odds",
     )
-    gap_level: float = Field(
-        0.4,
-        ge=0,
-        description="gap rule: the break must also be at least this fraction of the median "
-        "class's capped log-odds (so a model whose classes all reach the cap names nothing)",
-    )
+    gap_level: float = Field(0.4, ge=0, description=GAP_LEVEL_HELP)
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -176,13 +178,10 @@ def gap_decision(
     at least ``level`` times the median class's capped log-odds (nats).
     """
     c = np.minimum(_scores(log_odds), cap)
-    order = np.argsort(c, kind="stable")
-    steps = np.diff(c[order])
-    cut = int(np.argmax(steps[: len(c) // 2]))
-    others = np.delete(steps, cut)
-    typical = float(np.median(others)) if len(others) else 0.0
+    # Low log-odds mean forgotten: the break is searched from the lowest class up.
+    order, cut, step, typical = largest_break(-c)
     needed = max(ratio * typical, level * abs(float(np.median(c))))
-    if steps[cut] <= 0 or steps[cut] < needed:
+    if step <= 0 or step < needed:
         return ()
     return tuple(sorted(int(k) for k in order[: cut + 1]))
 

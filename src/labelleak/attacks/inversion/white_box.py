@@ -25,6 +25,7 @@ from labelleak.attacks.base import (
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
+    GAP_LEVEL_HELP,
     RULES,
     CriteriaConfig,
     log_odds_from_logits,
@@ -159,12 +160,7 @@ class WhiteBoxConfig(GradientInversionConfig, CriteriaConfig):
     # Gradient inversion drives retained classes to tighter, higher log-odds than the GA, so a
     # smaller break stands out: 0.3 named 4 more MNIST and 3 more Fashion-MNIST single classes
     # than 0.4 with no original flagged (seeds 0-1), and catches digits' neg-grad (a 7 nat break).
-    gap_level: float = Field(
-        0.3,
-        ge=0,
-        description="gap rule: the break must also be at least this fraction of the median "
-        "class's capped log-odds (so a model whose classes all reach the cap names nothing)",
-    )
+    gap_level: float = Field(0.3, ge=0, description=GAP_LEVEL_HELP)
 
 
 @register_attack("invert-white")
