@@ -151,12 +151,19 @@ def test_the_control_runs_each_model_only_attack_once(
     out = tmp_path / "out"
     ExperimentRunner(parse_config(grid), out, tmp_path / "cache", progress=False).run()
     # 3 unlearned targets + the original, which controls each of the 3 forget sets: attacks that
-    # only read the model answer the same each time and run once on it; chance draws per trial.
-    assert calls == {"invert-white": 4, "head-bias": 4, "chance": 6}
+    # only read the model answer the same whenever they are told the same forget count (1 for
+    # the singles, 2 for the pair), so they run once per count on it; chance draws per trial.
+    assert calls == {"invert-white": 5, "head-bias": 5, "chance": 6}
     table = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
     control = table[(table["method"] == "original") & (table["attack"] == "invert-white")]
     assert len(control) == 3 * len(get_attack_class("invert-white").rules)
-    assert control.groupby("rule")["predicted"].nunique().eq(1).all()
+    set_rules = control[control["rule"] != "top"]
+    assert set_rules.groupby("rule")["predicted"].nunique().eq(1).all()
+    # top names as many classes as the targets beside the control forgot.
+    named = control[control["rule"] == "top"]["predicted"].str.split("+").map(len)
+    assert sorted(named) == [1, 1, 2]
+    pair = table[(table["forgotten"] == "2+7") & (table["rule"] == "top")]
+    assert pair["predicted"].str.split("+").map(len).eq(2).all()
 
 
 def test_chance_draws_independently_per_trial() -> None:

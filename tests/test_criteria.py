@@ -68,6 +68,9 @@ def test_rules_find_any_number_of_forgotten_classes(
     assert decisions["gap"][0] == forgotten
     if forgotten:
         assert decisions["top"][0][0] in forgotten
+        # Told how many classes were forgotten, top names exactly them.
+        told = profile_decisions(profiles, CriteriaConfig(), count=len(forgotten))
+        assert told["top"][0] == forgotten
     # Scores rank forgotten classes above every retained one.
     for rule in ("threshold", "entropy", "gap", "top"):
         scores = decisions[rule][1]

@@ -97,6 +97,12 @@ def test_black_box_inversion_names_the_forgotten_class(
     assert int(per_class.max()) <= SMALL_GA["queries_per_class"]
 
 
+def test_forget_count_is_validated() -> None:
+    for count in (0, 10):
+        with pytest.raises(LabelleakError, match=r"forget_count must lie in 1\.\.9"):
+            AttackerKnowledge(num_classes=10, input_shape=SHAPE, forget_count=count)
+
+
 def test_genetic_algorithm_is_deterministic_for_a_seed(
     models: dict[str, ImageClassifier],
 ) -> None:

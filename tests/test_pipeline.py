@@ -20,8 +20,9 @@ import labelleak.experiment.pipeline as pipeline_module
 from labelleak.data import load_dataset, make_splits
 from labelleak.errors import LabelleakError
 from labelleak.evaluation import class_accuracies
+from labelleak.experiment.attacking import format_set
 from labelleak.experiment.config import parse_config
-from labelleak.experiment.runner import UNLEARNING_COLUMNS, ExperimentRunner, format_classes
+from labelleak.experiment.runner import UNLEARNING_COLUMNS, ExperimentRunner
 from labelleak.unlearning import METHODS
 
 # ---------------------------------------------------------------------------------------------
@@ -370,10 +371,10 @@ def test_new_out_with_same_cache_trains_nothing_and_gives_the_same_csv(
     ).read_bytes()
 
 
-def test_format_classes() -> None:
-    assert format_classes((2, 7)) == "2+7"
-    assert format_classes([7, 2]) == "2+7"
-    assert format_classes((3,)) == "3"
+def test_format_set() -> None:
+    assert format_set((2, 7)) == "2+7"
+    assert format_set([7, 2]) == "2+7"
+    assert format_set((3,)) == "3"
 
 
 def test_runner_rejects_a_bad_config_before_writing(tmp_path) -> None:

@@ -17,6 +17,7 @@ from labelleak.attacks.rules import (
     rule_top,
     rule_tree,
     rule_youden,
+    top_classes,
 )
 from labelleak.errors import LabelleakError
 
@@ -37,6 +38,21 @@ def test_top_names_the_highest_candidate() -> None:
     assert rule_top(features).predicted == (4,)
     masked = ClassFeatures(features.values, features.names, features.score, np.arange(K) != 4)
     assert 4 not in rule_top(masked).predicted
+
+
+@pytest.mark.parametrize("forgotten", [(3,), (1, 7), (0, 5, 9)])
+def test_top_names_as_many_classes_as_it_is_told(forgotten: tuple[int, ...]) -> None:
+    features = synthetic(forgotten, seed=2)
+    assert rule_top(features, count=len(forgotten)).predicted == forgotten
+    assert decide(["top"], features, count=len(forgotten))["top"].predicted == forgotten
+
+
+def test_top_classes_breaks_ties_by_class_id_and_keeps_to_candidates() -> None:
+    scores = np.array([0.0, 5.0, 5.0, 1.0, 5.0])
+    assert top_classes(scores, 2) == (1, 2)
+    assert top_classes(scores, 2, np.array([True, False, True, True, False])) == (2, 3)
+    # Fewer candidates than the count: all of them, nothing more.
+    assert top_classes(scores, 3, np.array([True, False, False, False, False])) == (0,)
 
 
 @pytest.mark.parametrize("forgotten", [(3,), (1, 7), (0, 5, 9)])

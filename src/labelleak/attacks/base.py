@@ -125,6 +125,8 @@ class AttackerKnowledge:
     * ``original``: the model before unlearning (only the prior-art baseline ``probe-drop``).
     * ``shadows``: a callable returning the attacker's own :class:`ShadowRun` list, for fitting
       thresholds and trees; it never sees the target's truth.
+    * ``forget_count``: how many classes the attacker is told were forgotten. Only the ``top``
+      rules use it (they name that many classes); the set rules decide how many themselves.
     """
 
     num_classes: int
@@ -136,7 +138,15 @@ class AttackerKnowledge:
     unrelated_data: torch.Tensor | None = None
     original: ImageClassifier | None = None
     shadows: Callable[[], Sequence[ShadowRun]] | None = None
+    forget_count: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.forget_count < self.num_classes:
+            raise LabelleakError(
+                f"forget_count must lie in 1..{self.num_classes - 1} (at least one class is "
+                f"forgotten and one retained); got {self.forget_count}"
+            )
 
     def has(self, kind: str) -> bool:
         return getattr(self, kind) is not None

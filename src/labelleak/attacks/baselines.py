@@ -1,6 +1,6 @@
 """Baselines that need the same or less knowledge than the attacks, reported beside them.
 
-* ``chance``: one class drawn at random (no knowledge).
+* ``chance``: classes drawn at random (no knowledge).
 * ``head-bias``: the class with the lowest classifier bias (white box).
 * ``head-norm``: the class with the smallest classifier row norm (white box).
 * ``absent-class``: the classes missing from the attacker's own data; the trivial answer by
@@ -9,8 +9,8 @@
   broken by its mean probability (query access only).
 
 Each scores every class (higher = more likely forgotten) and decides with the generic rules of
-:mod:`labelleak.attacks.rules`: ``top`` names one class, ``kmeans`` names the classes that stand
-out (possibly none).
+:mod:`labelleak.attacks.rules`: ``top`` names as many classes as the attacker is told were
+forgotten, ``kmeans`` and ``gap`` the classes that stand out (possibly none).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from labelleak.attacks.rules import (
     SetRuleConfig,
     decide,
     to_results,
+    top_classes,
 )
 from labelleak.errors import LabelleakError
 from labelleak.models.base import linear_head
@@ -54,7 +55,9 @@ class ScoreBaseline(Attack):
         features = ClassFeatures.from_score(scores)
         config = self.config
         assert isinstance(config, SetRuleConfig)
-        decisions = decide(self.rules, features, settings=config, seed=seed)
+        decisions = decide(
+            self.rules, features, settings=config, seed=seed, count=knowledge.forget_count
+        )
         return to_results(
             self.name, decisions, features, seconds=time.perf_counter() - started, queries=queries
         )
@@ -69,7 +72,7 @@ class Chance(Attack):
     Config = AttackConfig
     requires = frozenset()
     rules = ("top",)
-    summary = "one class drawn at random"
+    summary = "classes drawn at random"
     per_trial = True
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
@@ -78,7 +81,8 @@ class Chance(Attack):
         trial = int(content_hash([str(knowledge.extra.get("trial", ""))])[:8], 16)
         scores = np.random.default_rng([seed, trial]).random(knowledge.num_classes)
         features = ClassFeatures.from_score(scores)
-        return to_results(self.name, decide(self.rules, features), features)
+        decisions = decide(self.rules, features, count=knowledge.forget_count)
+        return to_results(self.name, decisions, features)
 
 
 @register_attack("head-bias")
@@ -123,7 +127,7 @@ class AbsentClass(Attack):
     Config = AttackConfig
     requires = frozenset({"attacker_data"})
     rules = ("set", "top")
-    summary = "the classes missing from the attacker's own data (set), or one of them (top)"
+    summary = "the classes missing from the attacker's own data (set), or some of them (top)"
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         assert knowledge.attacker_data is not None
@@ -131,12 +135,13 @@ class AbsentClass(Attack):
         if len(labels) == 0:
             raise LabelleakError("the attacker's data is empty")
         absent = ~np.isin(np.arange(knowledge.num_classes), labels.numpy())
-        # A random score among the absent classes: "top" is a fair guess among them.
+        # A random score among the absent classes: "top" is a fair guess among them (none when
+        # nothing is absent).
         scores = np.where(absent, 1.0 + np.random.default_rng(seed).random(len(absent)), 0.0)
         features = ClassFeatures.from_score(scores)
         named = tuple(int(c) for c in np.flatnonzero(absent))
         decisions = {
             "set": Decision(named),
-            "top": Decision((int(np.argmax(scores)),) if named else ()),
+            "top": Decision(top_classes(scores, knowledge.forget_count, absent)),
         }
         return to_results(self.name, decisions, features)

@@ -39,6 +39,7 @@ from labelleak.attacks.inversion.white_box import (
     Inversion,
     invert_classes,
 )
+from labelleak.attacks.rules import top_classes
 
 
 class NoiseHistogramConfig(AttackConfig):
@@ -103,7 +104,7 @@ class NoiseHistogram(Attack):
         scores = -(counts + mean_prob * (1 - 1e-9)).numpy()
         never = counts <= config.never_fraction * config.queries
         named = {
-            "top": (int(np.argmax(scores)),),
+            "top": top_classes(scores, knowledge.forget_count),
             "never": tuple(int(c) for c in torch.nonzero(never).flatten()),
         }
         details = {"counts": counts.numpy(), "mean_prob": mean_prob.numpy()}
@@ -176,7 +177,7 @@ class ProbeDrop(Attack):
         scores = drop.mean(dim=1).numpy()
         own_prob = target_probs.double().gather(1, labels.view(-1, 1)).view(k, r).mean(dim=1)
         named = {
-            "top": (int(np.argmax(scores)),),
+            "top": top_classes(scores, knowledge.forget_count),
             "drop": tuple(
                 sorted(
                     set(robust_outliers(scores, config.drop_z, config.drop_min_gap))

@@ -5,7 +5,8 @@ Every attack that produces per-class features hands them over as a :class:`Class
 class", and a boolean ``candidates`` mask of the classes that may be named at all). The rules never
 look at how the features were made, so every rule works on every feature set:
 
-* ``top``: the single highest-scoring candidate (when one class is known to be forgotten).
+* ``top``: the highest-scoring candidates, as many as the attacker is told were forgotten (one
+  by default).
 * ``kmeans``: two clusters over the candidates' features; the cluster with the higher mean score
   is the forgotten set, unless the two clusters are not separated (then nothing is named). Needs no
   shadows: the separation criterion is a fixed, documented number.
@@ -147,11 +148,22 @@ def _candidate_ids(features: ClassFeatures) -> np.ndarray:
     return ids
 
 
-def rule_top(features: ClassFeatures) -> Decision:
-    """The single candidate with the highest score (lowest class id on ties)."""
-    ids = _candidate_ids(features)
-    best = ids[int(np.argmax(features.score[ids]))]
-    return Decision((int(best),))
+def top_classes(
+    scores: np.ndarray, count: int = 1, candidates: np.ndarray | None = None
+) -> tuple[int, ...]:
+    """The ``count`` highest of ``scores`` ``(K,)`` among ``candidates`` ``(K,)`` bool (default
+    all), lowest class id first on ties; fewer when there are fewer candidates. Sorted."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ids = np.arange(len(scores)) if candidates is None else np.flatnonzero(candidates)
+    order = ids[np.argsort(-scores[ids], kind="stable")]
+    return tuple(sorted(int(c) for c in order[:count]))
+
+
+def rule_top(features: ClassFeatures, count: int = 1) -> Decision:
+    """The ``count`` candidates with the highest scores (lowest class id on ties): the attacker
+    is told how many classes were forgotten (one by default)."""
+    _candidate_ids(features)  # raises when there is none
+    return Decision(top_classes(features.score, count, features.candidates))
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
@@ -375,16 +387,18 @@ def decide(
     settings: SetRuleConfig | None = None,
     tree_depth: int = 3,
     seed: int = 0,
+    count: int = 1,
 ) -> dict[str, Decision]:
     """Apply each of ``rules`` to ``target``; shadow rules are fit once on ``shadows``.
 
-    ``settings`` hold the kmeans and gap parameters (their defaults when ``None``).
+    ``settings`` hold the kmeans and gap parameters (their defaults when ``None``); ``count`` is
+    how many classes ``top`` names (the attacker's ``forget_count``).
     """
     settings = settings or SetRuleConfig()
     decisions: dict[str, Decision] = {}
     for rule in rules:
         if rule == "top":
-            decisions[rule] = rule_top(target)
+            decisions[rule] = rule_top(target, count)
         elif rule == "kmeans":
             decisions[rule] = rule_kmeans(
                 target,

@@ -47,12 +47,17 @@ ATTACK_COLUMNS = [
 #: these gives the same answer on the same model whatever forget set the target is paired with.
 SHARED_KNOWLEDGE = frozenset({"white_box", "query", "original", "unrelated_data"})
 
+#: Bump when a change to the attacks or their rules makes stored attack results stale (2: ``top``
+#: names as many classes as the target forgot, not one).
+RESULTS_VERSION = 2
+
 #: How the CSVs spell an empty class set (the truth for the never-unlearned original).
 NOTHING = "none"
 
 
 def format_set(classes: tuple[int, ...] | list[int]) -> str:
-    """Class ids sorted and joined by ``+``; the empty set is ``none``."""
+    """Class ids as the CSVs spell them: sorted, joined by ``+`` (``(2, 7)`` -> ``"2+7"``);
+    the empty set is ``none``."""
     return "+".join(str(c) for c in sorted(classes)) if len(classes) else NOTHING
 
 
@@ -171,6 +176,9 @@ class AttackRunner:
             unrelated_data=self.unrelated(cell.dataset),
             original=self.pipeline.original(cell.dataset, cell.seed).model,
             shadows=lambda: self.shadows(cell.dataset, cell.seed, classes, cell.method),
+            # The control is told the count of the targets it stands beside, as it gets their
+            # attacker data.
+            forget_count=len(cell.gap),
             extra={"trial": repr(cell)},
         )
 
@@ -196,12 +204,13 @@ class AttackRunner:
 
         The never-unlearned original is attacked once per forget set (as the control of each);
         an attack that needs only :data:`SHARED_KNOWLEDGE` and draws nothing per trial answers
-        the same every time, so it runs once per (dataset, seed) original.
+        the same every time it is told the same forget count, so it runs once per (dataset,
+        seed, count) original.
         """
         attack = self.attack(name)
         if cell.method != "original" or attack.per_trial or not attack.needs() <= SHARED_KNOWLEDGE:
             return None
-        return (cell.dataset, cell.seed, name)
+        return (cell.dataset, cell.seed, name, len(cell.gap))
 
     def target_model(self, cell: AttackCell) -> ImageClassifier:
         if cell.method == "original":

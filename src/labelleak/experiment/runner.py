@@ -21,7 +21,13 @@ from tqdm.auto import tqdm
 import labelleak
 from labelleak.attacks import ATTACKS, make_attack_config
 from labelleak.evaluation import class_accuracies, split_accuracies
-from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRunner
+from labelleak.experiment.attacking import (
+    ATTACK_COLUMNS,
+    RESULTS_VERSION,
+    AttackCell,
+    AttackRunner,
+    format_set,
+)
 from labelleak.experiment.config import ExperimentConfig, validate_config
 from labelleak.experiment.pipeline import ARTIFACT_VERSION, Pipeline
 from labelleak.experiment.store import ArtifactStore
@@ -54,11 +60,6 @@ UNLEARNING_COLUMNS = [
 ]  # fmt: skip
 
 
-def format_classes(classes: tuple[int, ...] | list[int]) -> str:
-    """Class ids as the CSVs spell them: sorted, joined by ``+`` (``(2, 7)`` -> ``"2+7"``)."""
-    return "+".join(str(c) for c in sorted(classes))
-
-
 @dataclass(frozen=True)
 class Cell:
     """One unlearned model of the grid."""
@@ -89,7 +90,7 @@ def resolved_config(config: ExperimentConfig, pipeline: Pipeline) -> dict[str, A
             "arch": config.arch_for(dataset),
             "train": config.train_config(dataset).model_dump(),
             "forget_sets": [
-                format_classes(s) for s in config.forget_sets(pipeline.splits(dataset).num_classes)
+                format_set(s) for s in config.forget_sets(pipeline.splits(dataset).num_classes)
             ],
             "data_fingerprint": pipeline.splits(dataset).fingerprint(),
         }
@@ -164,7 +165,11 @@ class ExperimentRunner:
                 "cell": [repr(cell)],
                 "config": self.config.model_dump(mode="json", exclude=excluded),
                 "resolved": {"methods": methods, "attacks": attacks if with_attacks else {}},
-                "version": [ARTIFACT_VERSION, labelleak.__version__],
+                "version": [
+                    ARTIFACT_VERSION,
+                    labelleak.__version__,
+                    *([RESULTS_VERSION] if with_attacks else []),
+                ],
                 "splits": self.pipeline.splits(cell.dataset).settings,
             }
         )
@@ -200,7 +205,7 @@ class ExperimentRunner:
         bar = tqdm(todo, desc="unlearn", unit="model", disable=not self.progress)
         refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
-            forgotten = format_classes(cell.forget)
+            forgotten = format_set(cell.forget)
             bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {forgotten}")
             self.finish_cell(cell)
             if refresh.due():
@@ -246,7 +251,7 @@ class ExperimentRunner:
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
         refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
-            bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_classes(cell.gap)}")
+            bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_set(cell.gap)}")
             self.finish_attack_cell(cell, picture=cell in pictured)
             if refresh.due():
                 self.write_attack_table(targets)
@@ -273,7 +278,7 @@ class ExperimentRunner:
             "dataset": cell.dataset,
             "arch": self.config.arch_for(cell.dataset),
             "method": cell.method,
-            "forgotten": format_classes(cell.forget),
+            "forgotten": format_set(cell.forget),
             "seed": cell.seed,
             **after,
             "seconds": round(target.seconds, 3),

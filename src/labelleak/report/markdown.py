@@ -187,6 +187,8 @@ def _summary_section(results: Results) -> list[str]:
         "Each attack and baseline with its best rule: the rule with the highest success on the "
         "unlearned targets, chosen knowing their truth, so these rates are optimistic for the "
         "attacker ([section 2](#" + _anchor(SECTIONS["tables"]) + ") has every rule). "
+        "A `top` rule is told how many classes were forgotten and names that many; every other "
+        "rule decides how many itself, and only those can be right on a control. "
         "`all unlearned` pools the unlearned targets of every method; `vs best baseline` is "
         "what an attack adds, in percentage points, over the pooled rate of the best baseline "
         "that needs no knowledge the attack lacks (e.g. `probe-drop`, which needs the original "

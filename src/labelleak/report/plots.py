@@ -17,10 +17,10 @@ from matplotlib.figure import Figure
 from labelleak.evaluation import wilson_interval
 from labelleak.report.tables import (
     CONTROL,
-    ORACLE,
     best_rule,
     chance_level,
     is_baseline,
+    method_label,
     ordered_attacks,
     ordered_methods,
 )
@@ -45,14 +45,6 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
 
 def _size_label(k: int) -> str:
     return "1 forgotten class" if k == 1 else f"{k} forgotten classes"
-
-
-def _method_tick(method: str) -> str:
-    if method == CONTROL:
-        return "original (control:\nsuccess = names nothing)"
-    if method == ORACLE:
-        return "retrain (oracle)"
-    return method
 
 
 def success_heatmap(attacks: pd.DataFrame, attack: str, path: str | os.PathLike[str]) -> Path:
@@ -99,7 +91,8 @@ def success_heatmap(attacks: pd.DataFrame, attack: str, path: str | os.PathLike[
                 )
         image = ax.imshow(np.ma.masked_invalid(rates), cmap=cmap, vmin=0, vmax=100, aspect="auto")
         ax.set_xticks(range(len(datasets)), datasets, fontsize=9)
-        ax.set_yticks(range(len(methods)), [_method_tick(m) for m in methods], fontsize=9)
+        ticks = [method_label(m, wrap=True) for m in methods]
+        ax.set_yticks(range(len(methods)), ticks, fontsize=9)
         ax.tick_params(length=0)
         if CONTROL in methods and len(methods) > 1:
             # The control answers another question (false alarms): set its row apart.

@@ -357,10 +357,11 @@ def is_baseline(attack: str) -> bool:
     return attack in BASELINES
 
 
-def method_label(method: str) -> str:
-    """Row label of a target method in the tables."""
+def method_label(method: str, wrap: bool = False) -> str:
+    """Row label of a target method in the tables (``wrap``: split the control's over two lines,
+    for a plot's tick)."""
     if method == CONTROL:
-        return "original (control: names nothing)"
+        return "original (control:" + ("\n" if wrap else " ") + "names nothing)"
     if method == ORACLE:
         return "retrain (oracle)"
     return method

@@ -265,4 +265,5 @@ class BlackBoxInversion(Attack):
             time.perf_counter() - started,
             details,
             found.fitness,
+            knowledge.forget_count,
         )

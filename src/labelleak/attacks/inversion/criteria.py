@@ -33,7 +33,7 @@ assume that fewer than half of the classes were forgotten, so the median class i
   rather than "is a class below a fixed fraction of the rest?", so a hard but retained class
   (Fashion-MNIST's shirt sits low on every model) does not fire unless it is cut off from the
   rest, while a forgotten class that still reaches a fair confidence (neg-grad) does.
-* ``top``: the single class with the lowest log-odds (when exactly one class is known forgotten).
+* ``top``: the classes with the lowest log-odds, as many as the attacker is told were forgotten.
 
 :func:`fit_level` picks ``alpha`` or ``entropy_alpha`` on the attacker's own shadow runs instead.
 """
@@ -47,7 +47,7 @@ import torch
 from pydantic import Field
 
 from labelleak.attacks.base import AttackConfig, AttackResult
-from labelleak.attacks.rules import largest_break
+from labelleak.attacks.rules import largest_break, top_classes
 from labelleak.errors import LabelleakError
 
 #: Added inside logarithms of probabilities; it only matters for exact zeros.
@@ -224,12 +224,14 @@ def profile_decisions(
     profiles: torch.Tensor | np.ndarray,
     config: CriteriaConfig,
     log_odds: torch.Tensor | np.ndarray | None = None,
+    count: int = 1,
 ) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
     """Every rule's ``(predicted classes, scores (K,))``; scores are higher = more forgotten.
 
     ``profiles`` ``(K, K)`` are probabilities; ``log_odds`` ``(K,)`` may be given when exact
     logits are known (white box), else they are computed from ``profiles``. Threshold and top
-    scores are minus the capped log-odds; entropy scores are the floored log-entropies.
+    scores are minus the capped log-odds; entropy scores are the floored log-entropies. ``top``
+    names the ``count`` classes with the lowest log-odds.
     """
     c = own_class_log_odds(profiles) if log_odds is None else _as_numpy(log_odds)
     log_h = np.maximum(np.log(row_entropy(profiles) + TINY), -config.cap)
@@ -242,7 +244,7 @@ def profile_decisions(
         ),
         "gap": (gap_decision(c, config.gap_ratio, config.gap_level, config.cap), capped),
         # Uncapped, so ties between saturated classes still break by the finer value.
-        "top": ((int(np.argmin(c)),), -c),
+        "top": (top_classes(-c, count), -c),
     }
 
 
@@ -294,9 +296,11 @@ def profile_results(
     seconds: float,
     details: dict[str, object],
     log_odds: torch.Tensor | None = None,
+    count: int = 1,
 ) -> list[AttackResult]:
-    """One :class:`AttackResult` per rule in :data:`RULES` from prototype profiles ``(K, K)``."""
-    decisions = profile_decisions(profiles, config, log_odds)
+    """One :class:`AttackResult` per rule in :data:`RULES` from prototype profiles ``(K, K)``;
+    ``top`` names ``count`` classes."""
+    decisions = profile_decisions(profiles, config, log_odds, count)
     return [
         AttackResult(
             attack=attack,

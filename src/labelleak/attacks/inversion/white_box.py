@@ -199,4 +199,6 @@ class WhiteBoxInversion(Attack):
             "steps": inversion.steps,
         }
         seconds = time.perf_counter() - started
-        return profile_results(self.name, profiles, config, 0, seconds, details, log_odds)
+        return profile_results(
+            self.name, profiles, config, 0, seconds, details, log_odds, knowledge.forget_count
+        )

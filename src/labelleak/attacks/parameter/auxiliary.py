@@ -435,10 +435,12 @@ class ParameterAttack(Attack):
         seed: int,
         started: float,
         details: dict[str, Any] | None = None,
+        count: int = 1,
     ) -> list[AttackResult]:
         """One result per rule, deciding on ``features`` with rules fit on ``shadows``.
 
-        ``started`` is the ``time.perf_counter()`` reading when the attack began.
+        ``started`` is the ``time.perf_counter()`` reading when the attack began; ``count`` is
+        how many classes ``top`` names.
         """
         config = self.config
         assert isinstance(config, ParameterAttackConfig)
@@ -450,6 +452,7 @@ class ParameterAttack(Attack):
             settings=config,
             tree_depth=config.tree_depth,
             seed=seed,
+            count=count,
         )
         return to_results(
             self.name,

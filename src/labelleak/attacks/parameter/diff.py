@@ -80,7 +80,7 @@ class ParamDiff(ParameterAttack):
         x = unrelated_data(knowledge)
         features = self.features(target, x, seed)
         shadows = self.calibration(knowledge, seed)
-        return self.conclude(features, shadows, seed, started)
+        return self.conclude(features, shadows, seed, started, count=knowledge.forget_count)
 
     def features(self, model: ImageClassifier, x: torch.Tensor, seed: int) -> ClassFeatures:
         """Per-class features of ``model`` against a head trained on unrelated ``x``."""

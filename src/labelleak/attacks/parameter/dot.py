@@ -81,7 +81,12 @@ class ParamDot(ParameterAttack):
         features = self.features(target, x, y, lacking, seed)
         shadows = self.calibration(knowledge, seed)
         return self.conclude(
-            features, shadows, seed, started, details={"candidates": int(lacking.sum())}
+            features,
+            shadows,
+            seed,
+            started,
+            details={"candidates": int(lacking.sum())},
+            count=knowledge.forget_count,
         )
 
     def features(

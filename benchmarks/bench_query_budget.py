@@ -1,0 +1,156 @@
+"""Benchmark: black-box success against the query budget, invert-black beside noise-histogram.
+
+For MNIST and Fashion-MNIST (LeNet-5; models from the attack benchmark's cache, trained when
+missing), every distinct target (each seed's original, and the five paper methods' unlearned
+models for every single class and ``--pairs`` random pairs) is attacked once per budget:
+invert-black with ``queries_per_class`` in ``--budgets``, and noise-histogram with the same total
+number of queries (budget x classes). Prints, per budget, the exact-identification rate of every
+rule on one and two forgotten classes and how often the original is rightly left alone, with the
+queries actually spent; writes every outcome to ``OUT/<dataset>.csv`` (written once, atomically).
+
+    .venv/bin/python benchmarks/bench_query_budget.py [--only mnist] [--seeds 0 1 2]
+        [--pairs 10] [--budgets 50 100 250 500 1000] [--subsample 1000]
+
+The original is one model per seed here (the attack benchmark attacks it once per knowledge
+setting, with identical answers for these attacks), so its ``n`` is the number of seeds.
+Skips (exit 0, with a message) when the data folder is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from labelleak.attacks import get_attack_class, make_attack_config, restrict
+from labelleak.experiment.attacking import AttackCell, format_set
+from labelleak.experiment.config import parse_config
+from labelleak.experiment.runner import ExperimentRunner, expand_grid
+from labelleak.report import format_rate
+from labelleak.utils import atomic_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SETTINGS = {
+    "mnist": {"dataset": "mnist", "arch": "lenet"},
+    "fashion_mnist": {"dataset": "fashion_mnist", "arch": "lenet"},
+}
+
+
+def distinct_targets(runner: ExperimentRunner) -> list[AttackCell]:
+    """Each model of the grid once: the attack cells differ only in the attacker's knowledge,
+    which neither attack here uses."""
+    cells = expand_grid(runner.config, runner.pipeline)
+    unique: dict[tuple[object, ...], AttackCell] = {}
+    for cell in runner.attack_cells(cells):
+        unique.setdefault((cell.seed, cell.method, cell.truth), cell)
+    return list(unique.values())
+
+
+def attack_at_budgets(
+    runner: ExperimentRunner, cell: AttackCell, budgets: list[int]
+) -> list[dict[str, object]]:
+    """Outcome rows of invert-black and noise-histogram on one target at every budget."""
+    attacker = runner.attacker
+    target = attacker.target_model(cell)
+    knowledge = attacker.knowledge(cell, target)
+    rows = []
+    for budget in budgets:
+        runs = {
+            "invert-black": {"queries_per_class": budget},
+            "noise-histogram": {"queries": budget * knowledge.num_classes},
+        }
+        for name, params in runs.items():
+            attack = get_attack_class(name)(make_attack_config(name, params))
+            # A fresh counter per run, so ``queries`` is what this run spent.
+            counted = replace(knowledge, query=attacker.query_function(cell.dataset, target))
+            view = restrict(counted, attack.needs())
+            started = time.perf_counter()
+            results = attack.run(view, seed=cell.seed)
+            seconds = time.perf_counter() - started
+            for result in results:
+                rows.append(
+                    {
+                        "dataset": cell.dataset,
+                        "seed": cell.seed,
+                        "method": cell.method,
+                        "forgotten": format_set(cell.truth),
+                        "budget_per_class": budget,
+                        "attack": name,
+                        "rule": result.rule,
+                        "predicted": format_set(result.predicted),
+                        "success": set(result.predicted) == set(cell.truth),
+                        "queries": result.queries,
+                        "seconds": seconds,
+                    }
+                )
+    return rows
+
+
+def summary(frame: pd.DataFrame) -> str:
+    """Per (budget, attack, rule): success on one and two classes, originals left alone,
+    median queries per class spent."""
+    sizes = frame["forgotten"].map(lambda s: 0 if s == "none" else len(s.split("+")))
+    frame = frame.assign(size=sizes)
+    rows = []
+    for (budget, attack, rule), group in frame.groupby(
+        ["budget_per_class", "attack", "rule"], sort=True
+    ):
+        cells = []
+        for size in (1, 2, 0):
+            picked = group[group["size"] == size]["success"]
+            cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
+        rows.append(
+            [budget, attack, rule, *cells, f"{(group['queries'] / 10).median():.0f}",
+             f"{group['seconds'].mean():.2f}"]
+        )  # fmt: skip
+    headers = ["budget / class", "attack", "rule", "1 class", "2 classes",
+               "original: names nothing", "queries / class (median)", "s / target"]  # fmt: skip
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-query-budget")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "results" / "bench-cache")
+    parser.add_argument("--only", choices=sorted(SETTINGS), action="append")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--subsample", type=int, default=1000, help="training images per class")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 250, 500, 1000])
+    args = parser.parse_args()
+    if not args.data_dir.is_dir():
+        print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
+        return 0
+    for name in args.only or list(SETTINGS):
+        config = parse_config(
+            {
+                **SETTINGS[name],
+                "data_dir": str(args.data_dir.resolve()),
+                "subsample_per_class": args.subsample,
+                "forget": ["each", *([{"random_pairs": args.pairs}] if args.pairs else [])],
+                "seeds": args.seeds,
+            }
+        )
+        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
+        runner.run()  # trains the models the cache lacks (no attacks configured: none run here)
+        started = time.perf_counter()
+        rows = []
+        for cell in distinct_targets(runner):
+            rows.extend(attack_at_budgets(runner, cell, sorted(args.budgets)))
+        frame = pd.DataFrame(rows)
+        with atomic_path(args.out / f"{name}.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+        print(f"\n{name}: {frame.groupby('forgotten').ngroups} forget sets, "
+              f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+        print(summary(frame))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
