@@ -229,6 +229,10 @@ def attacks() -> None:
             click.echo(f"    {cls.summary}")
         for field, info in cls.Config.model_fields.items():
             click.echo(f"    {field} = {info.default!r}: {info.description}")
+    click.echo(
+        "\nRule top names as many classes as the attacker is told were forgotten (a run tells it "
+        "each target's count); every other rule decides how many itself, possibly none."
+    )
 
 
 @cli.command()
