@@ -13,19 +13,16 @@ Skips (exit 0, with a message) when the data folder is missing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
+from common import data_missing, grid_parser
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import attack_summary, format_rate, unlearning_summary
-
-ROOT = Path(__file__).resolve().parents[1]
 
 ATTACKS = [
     "param-dot", "param-diff", "invert-white", "invert-black",
@@ -49,11 +46,7 @@ SETTINGS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-attacks")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / "results" / "bench-cache")
-    parser.add_argument("--only", choices=sorted(SETTINGS), action="append")
+    parser = grid_parser(__doc__.splitlines()[0], "bench-attacks", SETTINGS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument(
@@ -71,8 +64,7 @@ def main() -> int:
         "--attacks", nargs="*", default=ATTACKS, help="attacks (none: train, unlearn)"
     )
     args = parser.parse_args()
-    if not args.data_dir.is_dir():
-        print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
+    if data_missing(args.data_dir):
         return 0
     coverage = (
         args.attacker_classes if args.attacker_classes == "all" else int(args.attacker_classes)

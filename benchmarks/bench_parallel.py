@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 import torch
 from bench_attacks import ATTACKS
+from common import DATA_DIR, data_missing
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.parallel import (
@@ -42,7 +43,6 @@ from labelleak.experiment.parallel import (
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.unlearning import PAPER_METHODS
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("unlearning.csv", "attacks.csv")
 ARCHS = {"mnist": "lenet", "fashion_mnist": "lenet", "digits": "mlp"}
 
@@ -97,7 +97,7 @@ def same_tables(left: dict[str, pd.DataFrame], right: dict[str, pd.DataFrame]) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(ARCHS), default="mnist")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--subsample", type=int, default=300, help="training images per class")
     parser.add_argument("--singles", type=int, default=3, help="random single-class forget sets")
     parser.add_argument("--methods", nargs="+", default=list(PAPER_METHODS))
@@ -109,8 +109,7 @@ def main() -> int:
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs' folders here")
     args = parser.parse_args()
-    if args.dataset != "digits" and not args.data_dir.is_dir():
-        print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
+    if args.dataset != "digits" and data_missing(args.data_dir):
         return 0
     config = grid_config(args)
     executors: list[Executor] = [

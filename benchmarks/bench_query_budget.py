@@ -18,13 +18,13 @@ Skips (exit 0, with a message) when the data folder is missing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
+from bench_attacks import SETTINGS as ATTACK_SETTINGS
+from common import data_missing, grid_parser
 
 from labelleak.attacks import get_attack_class, make_attack_config, restrict
 from labelleak.experiment.attacking import AttackCell, format_set
@@ -33,12 +33,8 @@ from labelleak.experiment.runner import ExperimentRunner, expand_grid
 from labelleak.report import format_rate
 from labelleak.utils import atomic_path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-SETTINGS = {
-    "mnist": {"dataset": "mnist", "arch": "lenet"},
-    "fashion_mnist": {"dataset": "fashion_mnist", "arch": "lenet"},
-}
+#: The attack benchmark's LeNet-5 settings, so the targets are its models (from its cache).
+SETTINGS = {name: ATTACK_SETTINGS[name] for name in ("mnist", "fashion_mnist")}
 
 
 def distinct_targets(runner: ExperimentRunner) -> list[AttackCell]:
@@ -114,18 +110,13 @@ def summary(frame: pd.DataFrame) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-query-budget")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / "results" / "bench-cache")
-    parser.add_argument("--only", choices=sorted(SETTINGS), action="append")
+    parser = grid_parser(__doc__.splitlines()[0], "bench-query-budget", SETTINGS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--subsample", type=int, default=1000, help="training images per class")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 250, 500, 1000])
     args = parser.parse_args()
-    if not args.data_dir.is_dir():
-        print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
+    if data_missing(args.data_dir):
         return 0
     for name in args.only or list(SETTINGS):
         config = parse_config(

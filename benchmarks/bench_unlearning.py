@@ -13,19 +13,16 @@ Skips (exit 0, with a message) when the data folder is missing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
+from common import data_missing, grid_parser
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import unlearning_summary
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = {
     # LeNet-5 on the full MNIST training set (54,000 images after the attacker's 10%).
@@ -43,14 +40,9 @@ SETTINGS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-unlearning")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / "results" / "bench-cache")
-    parser.add_argument("--only", choices=sorted(SETTINGS), action="append")
+    parser = grid_parser(__doc__.splitlines()[0], "bench-unlearning", SETTINGS)
     args = parser.parse_args()
-    if not args.data_dir.is_dir():
-        print(f"skipped: data folder {args.data_dir} not found (needs ../shared/data)")
+    if data_missing(args.data_dir):
         return 0
     tables = []
     for name in args.only or list(SETTINGS):

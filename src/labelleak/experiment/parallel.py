@@ -473,14 +473,16 @@ def needs_shadows(runner: ExperimentRunner) -> bool:
     return any("shadows" in runner.attacker.attack(name).needs() for name in runner.config.attacks)
 
 
-def attack_groups(runner: ExperimentRunner, todo: Sequence[AttackCell]) -> list[list[AttackCell]]:
+def attack_groups(
+    runner: ExperimentRunner, todo: Sequence[AttackCell], shadowed: bool
+) -> list[list[AttackCell]]:
     """Missing attack cells split into tasks, in grid order.
 
-    When an attack needs shadow models, targets attacked with the same knowledge (dataset,
-    seed, attacker classes) share them (and the shadow calibrations), so they form one task;
-    otherwise every target is its own task.
+    When an attack needs shadow models (``shadowed``, see :func:`needs_shadows`), targets
+    attacked with the same knowledge (dataset, seed, attacker classes) share them (and the
+    shadow calibrations), so they form one task; otherwise every target is its own task.
     """
-    if not needs_shadows(runner):
+    if not shadowed:
         return [[cell] for cell in todo]
     groups: dict[tuple[Any, ...], list[AttackCell]] = {}
     for cell in todo:
@@ -541,10 +543,11 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
         # knowledge setting with a missing attack cell (originals first: they take longest).
         pairs = list(dict.fromkeys((c.dataset, c.seed) for c in [*todo, *attack_todo]))
         originals = [GridTask(ORIGINALS, cells=(pair,), **common) for pair in pairs]
-        groups = attack_groups(runner, attack_todo)
+        shadowed = needs_shadows(runner)
+        groups = attack_groups(runner, attack_todo, shadowed)
         shadows = (
             [GridTask(SHADOWS, cells=tuple(group), **common) for group in groups]
-            if needs_shadows(runner)
+            if shadowed
             else []
         )
         _execute(runner, executor, [*originals, *shadows], "originals and shadows")
