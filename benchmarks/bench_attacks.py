@@ -7,12 +7,14 @@ on every target and on the never-unlearned original. Prints the exact-identifica
 
     .venv/bin/python benchmarks/bench_attacks.py [--only mnist] [--seeds 0 1 2] [--pairs 10]
         [--subsample 1000] [--attacker-classes 5] [--data-dir ../shared/data] [--out DIR]
+        [--attack-params '{"param-diff": {"label_source": "target"}}']
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -63,6 +65,12 @@ def main() -> int:
     parser.add_argument(
         "--attacks", nargs="*", default=ATTACKS, help="attacks (none: train, unlearn)"
     )
+    parser.add_argument(
+        "--attack-params",
+        type=json.loads,
+        default={},
+        help='settings per attack as JSON, e.g. \'{"param-diff": {"label_source": "target"}}\'',
+    )
     args = parser.parse_args()
     if data_missing(args.data_dir):
         return 0
@@ -81,7 +89,7 @@ def main() -> int:
                 ],
                 "seeds": args.seeds,
                 "attacks": args.attacks,
-                "attack_params": {**EQUAL_BUDGET, **({} if args.shadow_rules else SHADOW_FREE)},
+                "attack_params": attack_params(args.attack_params, args.shadow_rules),
                 "attacker_classes": coverage,
             }
         )
@@ -101,6 +109,15 @@ def main() -> int:
         print(attack_summary(attacks))
         print(compact_table(attacks))
     return 0
+
+
+def attack_params(given: dict[str, dict], shadow_rules: bool) -> dict[str, dict]:
+    """The benchmark's settings (equal budgets; shadow-free rules unless ``shadow_rules``) with
+    ``given`` laid over them, attack by attack."""
+    params: dict[str, dict] = {**EQUAL_BUDGET, **({} if shadow_rules else SHADOW_FREE)}
+    for name, settings in given.items():
+        params[name] = {**params.get(name, {}), **settings}
+    return params
 
 
 def compact_table(attacks: pd.DataFrame) -> str:
