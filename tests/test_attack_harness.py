@@ -204,3 +204,37 @@ def test_youden_calibration_is_saved_for_the_report(tmp_path: Path) -> None:
     assert points["forgotten"].sum() == 2 and len(points) == 3 * 9
     build_report([out], out)
     assert (out / "plots" / "roc-digits.png").is_file()
+
+
+def test_prototype_pictures_first_all_or_none(finished_run, tmp_path: Path) -> None:
+    _, cache, _ = finished_run
+    quick = {**GRID, "attacks": ["invert-white"], "attack_params": {"invert-white": {"steps": 5}}}
+
+    def runner(prototypes: str, out: str) -> ExperimentRunner:
+        config = parse_config({**quick, "prototypes": prototypes})
+        return ExperimentRunner(config, tmp_path / out, cache, progress=False)
+
+    every = runner("all", "all")
+    every.run()
+    first = {p.name for p in (tmp_path / "all" / "prototypes").glob("*.png")}
+    assert first == {f"digits-{m}-invert-white.png" for m in ("retrain", "neg-grad", "original")}
+    per_target = {p.name for p in (tmp_path / "all" / "prototypes" / "all").glob("*.png")}
+    assert per_target == {
+        *(
+            f"digits-{m}-{s}-seed0-invert-white.png"
+            for m in ("retrain", "neg-grad")
+            for s in ("3", "2+7")
+        ),
+        "digits-original-seed0-invert-white.png",
+    }
+    runner("none", "none").run()
+    assert not (tmp_path / "none" / "prototypes").exists()
+    # Pictures are presentation: the setting leaves every stored result's key alone.
+    cell = AttackCell("digits", 0, "retrain", (3,))
+    key = every.attack_cell_path(cell).name
+    assert runner("first", "all").attack_cell_path(cell).name == key
+
+
+def test_bad_prototypes_setting_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LabelleakError, match="prototypes"):
+        parse_config({**GRID, "prototypes": "some"})

@@ -218,10 +218,22 @@ class AttackRunner:
         return self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.gap).model
 
     def save_prototypes(
-        self, folder: Path, cell: AttackCell, attack: str, results: list[AttackResult]
+        self,
+        folder: Path,
+        cell: AttackCell,
+        attack: str,
+        results: list[AttackResult],
+        per_target: bool = False,
     ) -> None:
-        """The first target of each (dataset, method) gets a picture of its prototypes."""
-        path = folder / f"{cell.dataset}-{cell.method}-{attack}.png"
+        """A picture of one target's prototypes: named by (dataset, method), or with
+        ``per_target`` by the forget set and seed too (the original, one model per seed, once)."""
+        if not per_target:
+            name = f"{cell.dataset}-{cell.method}"
+        elif cell.method == "original":
+            name = f"{cell.dataset}-original-seed{cell.seed}"
+        else:
+            name = f"{cell.dataset}-{cell.method}-{format_set(cell.truth)}-seed{cell.seed}"
+        path = folder / f"{name}-{attack}.png"
         with_prototypes = [r for r in results if {"prototypes", "profiles"} <= r.details.keys()]
         if path.exists() or not with_prototypes:
             return
@@ -290,11 +302,13 @@ class AttackRunner:
         cell: AttackCell,
         picture_dir: Path | None = None,
         calibration_dir: Path | None = None,
+        every_picture_dir: Path | None = None,
     ) -> list[dict[str, Any]]:
         """Every configured attack on one target: one row per (attack, rule).
 
-        Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method);
-        the shadow scores behind Youden thresholds go to ``calibration_dir``.
+        Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method),
+        and into ``every_picture_dir`` for every target; the shadow scores behind Youden
+        thresholds go to ``calibration_dir``.
         """
         target = self.target_model(cell)
         knowledge = self.knowledge(cell, target)
@@ -315,6 +329,8 @@ class AttackRunner:
                     self._reused[reuse] = (results, seconds)
             if picture_dir is not None:
                 self.save_prototypes(picture_dir, cell, name, results)
+            if every_picture_dir is not None:
+                self.save_prototypes(every_picture_dir, cell, name, results, per_target=True)
             if calibration_dir is not None:
                 self.save_calibration(calibration_dir, cell, name, results)
             for result in results:

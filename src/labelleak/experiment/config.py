@@ -79,6 +79,12 @@ class ExperimentConfig(BaseModel):
     shadow_singles: int = Field(3, ge=0, description="single-class forget sets per shadow method")
     shadow_pairs: int = Field(1, ge=0, description="two-class forget sets per shadow method")
     controls: bool = Field(True, description="also attack the never-unlearned original")
+    prototypes: Literal["first", "all", "none"] = Field(
+        "first",
+        description="inversion prototype pictures: the first target of each (dataset, method) "
+        "in DIR/prototypes/ (the report shows these), also every target in "
+        "DIR/prototypes/all/, or none",
+    )
     train: dict[str, Any] = Field({}, description="overrides of the architecture's recipe")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
 

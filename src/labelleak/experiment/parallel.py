@@ -460,8 +460,11 @@ def make_executor(
 # The phases
 
 
-def prototype_targets(targets: Sequence[AttackCell]) -> set[AttackCell]:
-    """The first target of each (dataset, method) in grid order: the ones that draw prototypes."""
+def prototype_targets(targets: Sequence[AttackCell], mode: str = "first") -> set[AttackCell]:
+    """The first target of each (dataset, method) in grid order: the ones whose prototypes go to
+    ``DIR/prototypes/`` (none when the config's ``prototypes`` is ``none``)."""
+    if mode == "none":
+        return set()
     first: dict[tuple[str, str], AttackCell] = {}
     for cell in targets:
         first.setdefault((cell.dataset, cell.method), cell)
@@ -555,7 +558,7 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
         unlearn = [GridTask(UNLEARN, cells=(cell,), **common) for cell in todo]
         _execute(runner, executor, unlearn, "unlearn", lambda: runner.write_table(cells))
         # C: the attack cells, grouped by knowledge setting where they share shadow models.
-        pictured = prototype_targets(targets)
+        pictured = prototype_targets(targets, config.prototypes)
         attack = [
             GridTask(
                 ATTACK,

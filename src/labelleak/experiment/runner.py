@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 #: Config keys that change attacks but not unlearned models.
 ATTACK_SETTINGS = (
     "attacks", "attack_params", "attacker_classes", "unrelated", "unrelated_count",
-    "shadow_methods", "shadow_singles", "shadow_pairs", "controls",
+    "shadow_methods", "shadow_singles", "shadow_pairs", "controls", "prototypes",
 )  # fmt: skip
 
 UNLEARNING_COLUMNS = [
@@ -159,7 +159,8 @@ class ExperimentRunner:
         }
         # Unlearning results do not depend on the attack settings, so changing those must not
         # invalidate them.
-        excluded = {"device"} if with_attacks else {"device", *ATTACK_SETTINGS}
+        # Which pictures are drawn changes no result.
+        excluded = {"device", "prototypes"} if with_attacks else {"device", *ATTACK_SETTINGS}
         return content_hash(
             {
                 "cell": [repr(cell)],
@@ -221,10 +222,14 @@ class ExperimentRunner:
         release_free_memory()
 
     def finish_attack_cell(self, cell: AttackCell, picture: bool) -> None:
-        """Attack one target and write its rows atomically; ``picture`` draws its prototypes."""
-        picture_dir = self.out_dir / "prototypes" if picture else None
+        """Attack one target and write its rows atomically; ``picture`` draws its prototypes
+        into ``DIR/prototypes/`` (with ``prototypes: all`` every target's go to ``all/``)."""
+        folder = self.out_dir / "prototypes"
         rows = self.attacker.run(
-            cell, picture_dir=picture_dir, calibration_dir=self.out_dir / "calibration"
+            cell,
+            picture_dir=folder if picture else None,
+            calibration_dir=self.out_dir / "calibration",
+            every_picture_dir=folder / "all" if self.config.prototypes == "all" else None,
         )
         write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
         release_free_memory()
@@ -247,7 +252,7 @@ class ExperimentRunner:
         todo = [cell for cell in targets if not self.attack_cell_path(cell).is_file()]
         # The first target of each (dataset, method) in grid order draws the prototypes, as in a
         # parallel run, so the pictures do not depend on how the run was split or resumed.
-        pictured = prototype_targets(targets)
+        pictured = prototype_targets(targets, self.config.prototypes)
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
         refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
