@@ -23,6 +23,7 @@ Skips (exit 0, with a message) when the data folder is missing.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 
@@ -34,7 +35,7 @@ from bench_query_budget import SETTINGS
 from common import data_missing, grid_parser
 
 from labelleak.attacks.inversion.criteria import log_odds_from_logits
-from labelleak.attacks.inversion.white_box import WhiteBoxConfig, total_variation
+from labelleak.attacks.inversion.white_box import WhiteBoxConfig, invert_classes
 from labelleak.experiment.attacking import AttackCell
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner, expand_grid
@@ -48,40 +49,23 @@ def inversion_measures(
 ) -> dict[str, np.ndarray]:
     """Per-class measures ``(K,)`` of invert-white's inversion of ``model`` (see the docstring).
 
-    The loop mirrors :func:`labelleak.attacks.inversion.white_box.invert_classes` without early
-    stopping, so the best-so-far log-odds can be read at the checkpoints.
+    The attack's own inversion, with its early stops switched off so that every class runs all
+    its steps and the best-so-far log-odds can be read at the checkpoints.
     """
-    config = WhiteBoxConfig()
-    r = config.restarts
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand((k * r, *shape), generator=generator).requires_grad_(True)
-    labels = torch.arange(k).repeat_interleave(r)
-    optimizer = torch.optim.Adam([x], lr=config.lr)
-    best_odds = torch.full((k * r,), float("-inf"))
-    best_x = x.detach().clone()
+    defaults = WhiteBoxConfig()
+    config = defaults.model_copy(update={"stop_log_odds": math.inf, "patience": defaults.steps})
     measures: dict[str, np.ndarray] = {}
-    for step in range(1, config.steps + 1):
-        odds = log_odds_from_logits(model(x), labels)
-        prior = config.tv_weight * total_variation(x) + config.l2_weight * ((x - 0.5) ** 2).flatten(
-            1
-        ).mean(1)
-        optimizer.zero_grad(set_to_none=True)
-        (-(odds - prior).sum()).backward()
-        with torch.no_grad():
-            better = odds > best_odds
-            best_odds = torch.where(better, odds.detach(), best_odds)
-            best_x[better] = x.detach()[better]
-            optimizer.step()
-            x.clamp_(0, 1)
+
+    def record(step: int, best_odds: torch.Tensor) -> None:
         if step in CHECKPOINTS:
-            measures[f"after {step} steps"] = best_odds.view(k, r).max(1).values.numpy().copy()
+            measures[f"after {step} steps"] = best_odds.max(1).values.numpy().copy()
+
+    inversion = invert_classes(model, k, shape, config, seed, on_step=record)
+    final, prototypes = inversion.log_odds, inversion.prototypes
     with torch.no_grad():
-        restarts = best_x.view(k, r, *shape)
-        final = log_odds_from_logits(model(restarts.flatten(0, 1)), labels).view(k, r)
         measures["final"] = final.max(1).values.numpy()
         measures["median restart"] = final.median(1).values.numpy()
         measures["worst restart"] = final.min(1).values.numpy()
-        prototypes = restarts[torch.arange(k), final.argmax(1)]
         noise_generator = torch.Generator().manual_seed(1)
         for sigma in (0.1, 0.2, 0.3):
             noise = sigma * torch.randn((k, 16, *shape), generator=noise_generator)
@@ -167,10 +151,7 @@ def main() -> int:
         ]
         records = []
         for cell in targets:
-            model = runner.attacker.target_model(cell)
-            model.eval()
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
+            model = runner.attacker.target_model(cell).eval()
             data = runner.pipeline.splits(name).dataset
             measures = inversion_measures(model, data.num_classes, data.input_shape, cell.seed)
             records.append((cell.method, cell.truth, measures))

@@ -11,6 +11,7 @@ that :mod:`labelleak.attacks.inversion.criteria` turns into decisions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,10 +87,13 @@ def invert_classes(
     config: GradientInversionConfig,
     seed: int,
     device: torch.device | str | None = None,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Inversion:
     """Run the batched gradient inversion of every class through ``model`` (logits out).
 
-    The model's parameters are not changed (their gradients are not even computed).
+    The model's parameters are not changed (their gradients are not even computed). ``on_step``,
+    if given, is called after every step with the step number and the best own-class log-odds
+    so far ``(K, R)`` (nats), e.g. to see how fast each class is reached.
     """
     if device is None:
         device = next(model.parameters()).device
@@ -130,6 +134,8 @@ def invert_classes(
                 best_x[better] = x.detach()[better]
                 optimizer.step()
                 x.clamp_(0, 1)
+                if on_step is not None:
+                    on_step(steps, best_odds.view(k, r))
                 per_class_best = best_odds.view(k, r).max(dim=1).values
                 if bool((per_class_best >= config.stop_log_odds).all()):
                     break
