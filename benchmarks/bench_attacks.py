@@ -20,11 +20,11 @@ import time
 
 import pandas as pd
 import torch
-from common import data_missing, grid_parser
+from common import data_missing, grid_parser, rates_by_size, with_sizes
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
-from labelleak.report import attack_summary, format_rate, unlearning_summary
+from labelleak.report import attack_summary, unlearning_summary
 
 ATTACKS = [
     "param-dot", "param-diff", "invert-white", "invert-black",
@@ -123,14 +123,10 @@ def attack_params(given: dict[str, dict], shadow_rules: bool) -> dict[str, dict]
 def compact_table(attacks: pd.DataFrame) -> str:
     """Per (attack, rule): success on one and on two forgotten classes, the worst method on one,
     how often the original is rightly left alone, seconds per target and queries per class."""
-    sizes = attacks["forgotten"].map(lambda s: 0 if s == "none" else len(s.split("+")))
-    frame = attacks.assign(size=sizes)
+    frame = with_sizes(attacks)
     rows = []
     for (attack, rule), group in frame.groupby(["attack", "rule"], sort=False):
-        cells = []
-        for size in (1, 2, 0):
-            picked = group[group["size"] == size]["success"]
-            cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
+        cells = rates_by_size(group)
         singles = group[group["size"] == 1].groupby("method")["success"].mean()
         worst = f"{singles.idxmin()} {100 * singles.min():.0f}" if len(singles) else "-"
         queries = group["queries"] / 10

@@ -24,13 +24,12 @@ from dataclasses import replace
 
 import pandas as pd
 from bench_attacks import SETTINGS as ATTACK_SETTINGS
-from common import data_missing, grid_parser
+from common import data_missing, grid_parser, rates_by_size, with_sizes
 
 from labelleak.attacks import get_attack_class, make_attack_config, restrict
 from labelleak.experiment.attacking import AttackCell, format_set
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner, expand_grid
-from labelleak.report import format_rate
 from labelleak.utils import atomic_path
 
 #: The attack benchmark's LeNet-5 settings, so the targets are its models (from its cache).
@@ -90,22 +89,40 @@ def attack_at_budgets(
 def summary(frame: pd.DataFrame) -> str:
     """Per (budget, attack, rule): success on one and two classes, originals left alone,
     median queries per class spent."""
-    sizes = frame["forgotten"].map(lambda s: 0 if s == "none" else len(s.split("+")))
-    frame = frame.assign(size=sizes)
+    frame = with_sizes(frame)
     rows = []
     for (budget, attack, rule), group in frame.groupby(
         ["budget_per_class", "attack", "rule"], sort=True
     ):
-        cells = []
-        for size in (1, 2, 0):
-            picked = group[group["size"] == size]["success"]
-            cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
         rows.append(
-            [budget, attack, rule, *cells, f"{(group['queries'] / 10).median():.0f}",
+            [budget, attack, rule, *rates_by_size(group), f"{(group['queries'] / 10).median():.0f}",
              f"{group['seconds'].mean():.2f}"]
         )  # fmt: skip
     headers = ["budget / class", "attack", "rule", "1 class", "2 classes",
                "original: names nothing", "queries / class (median)", "s / target"]  # fmt: skip
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
+
+
+def budget_table(frame: pd.DataFrame) -> str:
+    """One row per budget: invert-black's queries spent, its ``top`` and ``gap`` on one and two
+    classes, how often ``gap`` leaves the originals alone, and noise-histogram's ``top``."""
+    frame = with_sizes(frame)
+    rows = []
+    for budget, group in frame.groupby("budget_per_class", sort=True):
+        black = group[group["attack"] == "invert-black"]
+        top, gap = black[black["rule"] == "top"], black[black["rule"] == "gap"]
+        noise = group[(group["attack"] == "noise-histogram") & (group["rule"] == "top")]
+        queries = top["queries"] / 10
+        originals = gap[gap["size"] == 0]["success"]
+        rows.append(
+            [budget, f"{queries.median():.0f} / {queries.max():.0f}",
+             *rates_by_size(top, (1, 2)), *rates_by_size(gap, (1, 2)),
+             f"{int(originals.sum())} of {len(originals)}", *rates_by_size(noise, (1, 2))]
+        )  # fmt: skip
+    headers = ["budget / class", "invert-black queries / class (med / max)",
+               "invert-black top, 1 class", "top, 2 classes", "gap, 1 class", "gap, 2 classes",
+               "gap: originals left alone", "noise-histogram top (same budget), 1 class",
+               "2 classes"]  # fmt: skip
     return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
 
 
@@ -139,6 +156,7 @@ def main() -> int:
         with atomic_path(args.out / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
         print(f"\n{name}: {len(targets)} targets, {time.perf_counter() - started:.0f} s")
+        print(budget_table(frame))
         print(summary(frame))
     return 0
 

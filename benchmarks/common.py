@@ -6,6 +6,11 @@ import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
+import pandas as pd
+
+from labelleak.experiment.attacking import NOTHING
+from labelleak.report import format_rate
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
 
@@ -30,3 +35,20 @@ def data_missing(data_dir: Path) -> bool:
         return False
     print(f"skipped: data folder {data_dir} not found (needs ../shared/data)")
     return True
+
+
+def with_sizes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (rows of ``attacks.csv`` or alike) with ``size``: how many classes its target
+    forgot (0 for the never-unlearned original)."""
+    sizes = frame["forgotten"].map(lambda s: 0 if s == NOTHING else len(s.split("+")))
+    return frame.assign(size=sizes)
+
+
+def rates_by_size(group: pd.DataFrame, sizes: tuple[int, ...] = (1, 2, 0)) -> list[str]:
+    """Exact-identification rate with its Wilson interval and n, per forget-set size of
+    ``group`` (a :func:`with_sizes` frame); ``-`` where it has no such target."""
+    cells = []
+    for size in sizes:
+        picked = group[group["size"] == size]["success"]
+        cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
+    return cells
