@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from labelleak.experiment.attacking import NOTHING
+from labelleak.experiment.config import parse_config
+from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import format_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,23 @@ def rates_by_size(group: pd.DataFrame, sizes: tuple[int, ...] = (1, 2, 0)) -> li
         picked = group[group["size"] == size]["success"]
         cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
     return cells
+
+
+def loaded_runner(
+    settings: dict[str, dict[str, object]], name: str, args: argparse.Namespace, **grid: object
+) -> ExperimentRunner:
+    """The runner of dataset ``name``'s grid (``settings[name]`` plus ``grid``: forget sets and
+    so on) on ``args.seeds`` and ``args.subsample`` images per class, its models trained or
+    loaded from the benchmarks' cache, no attack run."""
+    config = parse_config(
+        {
+            **settings[name],
+            "data_dir": str(args.data_dir.resolve()),
+            "subsample_per_class": args.subsample,
+            "seeds": args.seeds,
+            **grid,
+        }
+    )
+    runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=False)
+    runner.run()
+    return runner

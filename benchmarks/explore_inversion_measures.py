@@ -32,13 +32,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from bench_query_budget import SETTINGS
-from common import data_missing, grid_parser
+from common import data_missing, grid_parser, loaded_runner
 
 from labelleak.attacks.inversion.criteria import log_odds_from_logits
 from labelleak.attacks.inversion.white_box import WhiteBoxConfig, invert_classes
 from labelleak.experiment.attacking import AttackCell
-from labelleak.experiment.config import parse_config
-from labelleak.experiment.runner import ExperimentRunner, expand_grid
+from labelleak.experiment.runner import expand_grid
 
 CHECKPOINTS = (5, 10, 20, 40, 80)
 CAP = 25.0
@@ -127,20 +126,10 @@ def main() -> int:
         return 0
     torch.set_num_threads(1)
     for name in args.only or list(SETTINGS):
-        config = parse_config(
-            {
-                **SETTINGS[name],
-                "data_dir": str(args.data_dir.resolve()),
-                "subsample_per_class": args.subsample,
-                "forget": "each",
-                "seeds": args.seeds,
-            }
-        )
-        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=False)
         # All five methods, as in the attack benchmark, so the models come from its cache (the
         # original's cache key depends on whether amnesiac is in the grid).
-        runner.run()
-        cells = expand_grid(config, runner.pipeline)
+        runner = loaded_runner(SETTINGS, name, args, forget="each")
+        cells = expand_grid(runner.config, runner.pipeline)
         targets = [
             *[AttackCell(name, seed, "original", (0,)) for seed in args.seeds],
             *[

@@ -220,3 +220,67 @@ def test_batched_heads_equal_single_fits() -> None:
         np.testing.assert_allclose(bias, single_bias, atol=1e-5)
     # The row of the class without samples is pushed below the others' bias.
     assert batched[1][1][3] < np.median(batched[1][1])
+
+
+class _TableModel(nn.Module):
+    """Outputs row ``i`` of a fixed logit table for an image whose first pixel is ``i``."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.table[x[:, 0, 0, 0].round().long()]
+
+
+def table_knowledge(table: torch.Tensor) -> AttackerKnowledge:
+    """Query access to :class:`_TableModel` and the images that index its rows."""
+    images = torch.arange(len(table), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 2, 2)
+    model = _TableModel(table)
+    return AttackerKnowledge(
+        num_classes=table.shape[1],
+        input_shape=(1, 2, 2),
+        query=QueryFunction(probabilities_of(model), (1, 2, 2), table.shape[1]),
+        unrelated_data=images.contiguous(),
+    )
+
+
+def test_unrelated_histogram_ranks_count_runner_up_places() -> None:
+    # Class 3 wins a few images outright but is never anyone's runner-up; class 0 wins none but
+    # is runner-up everywhere. Top-1 counts blame class 0; counting two ranks blames class 3.
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(200, 6, generator=generator)
+    table[:, 3] = -10.0
+    table[:10, 3] = 10.0
+    table[:, 0] = table[:, [1, 2, 4, 5]].amax(dim=1) - 0.1
+    table[:10, 0] = 9.0
+    plain = by_rule(run_attack("unrelated-histogram", table_knowledge(table)))
+    assert plain["top"].predicted != (3,) and plain["top"].queries == 200
+    ranked = by_rule(run_attack("unrelated-histogram", table_knowledge(table), {"ranks": 2}))
+    assert ranked["top"].predicted == (3,)
+    with pytest.raises(LabelleakError, match="ranks must be below"):
+        run_attack("unrelated-histogram", table_knowledge(table), {"ranks": 6})
+
+
+def test_param_diff_evaluates_the_target_rows_on_every_unrelated_image() -> None:
+    from labelleak.attacks.parameter.auxiliary import AuxiliaryHead
+    from labelleak.attacks.parameter.features import FEATURE_NAMES, raw_features
+
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(300, 8, generator=generator).double().numpy()
+    weight = torch.randn(5, 8, generator=generator).double().numpy()
+    bias = np.zeros(5)
+    bias[2] = -50.0  # row 2 never reaches the top two on any image
+    aux = AuxiliaryHead(weight.copy(), bias.copy(), np.full(5, 60), features)
+    table = raw_features(weight, bias, aux)
+    column = {name: table[:, i] for i, name in enumerate(FEATURE_NAMES)}
+    logits = features @ weight.T + bias
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(column["target_share"], probs.mean(axis=0))
+    assert column["target_top2"][2] == 0 and column["target_top2"].sum() == pytest.approx(2.0)
+    assert np.argmin(column["target_peak"]) == 2
+    # The log-odds does not saturate where the probability rounds to 1.
+    odds = np.log(probs / (1 - probs)).max(axis=0)
+    finite = np.isfinite(odds)
+    np.testing.assert_allclose(column["target_peak"][finite], odds[finite], rtol=1e-6)

@@ -6,7 +6,10 @@
 * ``absent-class``: the classes missing from the attacker's own data; the trivial answer by
   elimination when that data covers every retained class.
 * ``unrelated-histogram``: the class the target least often predicts on unrelated data, ties
-  broken by its mean probability (query access only).
+  broken by its mean probability (query access only). With ``ranks: 2`` a class is counted
+  wherever it is among the target's two most probable classes: a minimally unlearned class
+  (neg-grad stops once the forget data is misclassified) keeps some top-1 wins but loses its
+  runner-up places (README, parameter attacks).
 
 Each scores every class (higher = more likely forgotten) and decides with the generic rules of
 :mod:`labelleak.attacks.rules`: ``top`` names as many classes as the attacker is told were
@@ -18,6 +21,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from pydantic import Field
 
 from labelleak.attacks.base import (
     Attack,
@@ -103,8 +107,18 @@ class HeadNorm(ScoreBaseline):
         return -np.linalg.norm(_head(knowledge)[0], axis=1), 0
 
 
+class UnrelatedHistogramConfig(SetRuleConfig):
+    ranks: int = Field(
+        1,
+        ge=1,
+        description="count a class on each image where it is among the target's this many most "
+        "probable classes; 1 is the plain top-1 histogram, 2 also counts runner-up places",
+    )
+
+
 @register_attack("unrelated-histogram")
 class UnrelatedHistogram(ScoreBaseline):
+    Config = UnrelatedHistogramConfig
     requires = frozenset({"query", "unrelated_data"})
     summary = "the class the target least predicts on unrelated data"
 
@@ -116,8 +130,16 @@ class UnrelatedHistogram(ScoreBaseline):
                 f"the unrelated data must be a non-empty batch of shape (N, "
                 f"{', '.join(map(str, knowledge.input_shape))}); got {tuple(x.shape)}"
             )
+        config = self.config
+        assert isinstance(config, UnrelatedHistogramConfig)
+        if config.ranks >= knowledge.num_classes:
+            raise LabelleakError(
+                f"unrelated-histogram ranks must be below the number of classes "
+                f"({knowledge.num_classes}); got {config.ranks}"
+            )
         probs = knowledge.query(x).double().numpy()
-        counts = np.bincount(probs.argmax(axis=1), minlength=knowledge.num_classes)
+        ranked = np.argsort(-probs, axis=1, kind="stable")[:, : config.ranks]
+        counts = np.bincount(ranked.ravel(), minlength=knowledge.num_classes)
         # Mean probability is below 1, so it only breaks ties between equal counts.
         return -(counts + probs.mean(axis=0)), len(x)
 

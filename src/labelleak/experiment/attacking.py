@@ -48,8 +48,9 @@ ATTACK_COLUMNS = [
 SHARED_KNOWLEDGE = frozenset({"white_box", "query", "original", "unrelated_data"})
 
 #: Bump when a change to the attacks or their rules makes stored attack results stale (2: ``top``
-#: names as many classes as the target forgot, not one).
-RESULTS_VERSION = 2
+#: names as many classes as the target forgot, not one; 3: param-diff's feature table gained the
+#: target's rows evaluated on every unrelated image, which its shadow-fit rules read).
+RESULTS_VERSION = 3
 
 #: How the CSVs spell an empty class set (the truth for the never-unlearned original).
 NOTHING = "none"

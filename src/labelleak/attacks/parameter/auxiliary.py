@@ -56,14 +56,19 @@ class AuxiliaryHead:
     """Classifier parameters comparable with the target's.
 
     ``weight`` ``(K, D)``, ``bias`` ``(K,)``; ``counts`` ``(K,)`` how many training samples were
-    labelled with each class (0 = a row trained only to stay low); ``mean_feature`` ``(D,)`` the
-    mean target feature of the data the head was trained on.
+    labelled with each class (0 = a row trained only to stay low); ``sample_features`` ``(N, D)``
+    the target's features of the data the head was trained on.
     """
 
     weight: np.ndarray
     bias: np.ndarray
     counts: np.ndarray
-    mean_feature: np.ndarray
+    sample_features: np.ndarray
+
+    @property
+    def mean_feature(self) -> np.ndarray:
+        """``(D,)`` the mean target feature of the head's training data."""
+        return self.sample_features.mean(axis=0)
 
 
 def is_finite(model: nn.Module) -> bool:
@@ -275,7 +280,7 @@ def build_auxiliaries(
     else:
         raise LabelleakError(f"unknown auxiliary construction {construction!r}")
     return [
-        AuxiliaryHead(weight, bias, counts, features.double().mean(dim=0).numpy())
+        AuxiliaryHead(weight, bias, counts, features.double().numpy())
         for (weight, bias), (_, _, _, counts, features) in zip(rows, prepared, strict=True)
     ]
 

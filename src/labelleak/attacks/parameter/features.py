@@ -12,7 +12,15 @@ comparable with row ``k`` of the other. The raw quantities, per class ``k`` (``w
   no samples is what "trained only to stay low" looks like in this feature space, which is what
   unlearning does to a forgotten row; 0 when every class (or none) had samples;
 * ``target_logit``, ``aux_logit``: each head's logit for ``k`` at the mean feature of the
-  auxiliary data.
+  auxiliary data;
+* ``target_share``, ``target_top2``, ``target_peak``: the target's rows evaluated on every
+  auxiliary image's feature instead of their mean: ``k``'s mean probability, the fraction of
+  images with ``k`` among the two highest logits, and the highest log-odds ``log p / (1 - p)`` of
+  ``k`` on any image. A forgotten row is outvoted on almost every image, and a minimally
+  unlearned one (neg-grad stops as soon as the forget data is misclassified) still drops out of
+  the runner-up places and loses its most confident images, where its mean logit hardly moves.
+  The target's outputs on those images give the same three numbers to a query-only attacker
+  (``unrelated-histogram`` with ``ranks: 2`` counts runner-up places).
 
 Scales differ between models (a shadow trained on 10% of the data has other norms than the
 target), so every column is standardised within its model over all its classes (median and robust
@@ -42,6 +50,9 @@ FEATURE_NAMES = (
     "unseen_cos",
     "target_logit",
     "aux_logit",
+    "target_share",
+    "target_top2",
+    "target_peak",
 )
 
 
@@ -75,6 +86,15 @@ def raw_features(
         unseen_cos = _cosine(weight, unseen_mean) - _cosine(weight, seen_mean)
     else:
         unseen_cos = np.zeros(len(weight))
+    logits = aux.sample_features @ weight.T + bias  # (N, K): the target on each image
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    top2 = np.argsort(-logits, axis=1, kind="stable")[:, :2]
+    top2_share = np.bincount(top2.ravel(), minlength=len(weight)) / len(logits)
+    # log p / (1 - p) per image and class, from the logits so it never saturates at p = 1.
+    others = np.where(np.eye(len(weight), dtype=bool)[None], -np.inf, logits[:, None, :])
+    others_max = others.max(axis=2)
+    others_lse = others_max + np.log(np.exp(others - others_max[..., None]).sum(axis=2))
+    peak_log_odds = (logits - others_lse).max(axis=0)
     columns = {
         "dot": (w * a).sum(axis=1),
         "cos": _cosine(w, a),
@@ -88,6 +108,9 @@ def raw_features(
         "unseen_cos": unseen_cos,
         "target_logit": weight @ aux.mean_feature + bias,
         "aux_logit": aux.weight @ aux.mean_feature + aux.bias,
+        "target_share": np.exp(log_probs).mean(axis=0),
+        "target_top2": top2_share,
+        "target_peak": peak_log_odds,
     }
     return np.stack([columns[name] for name in FEATURE_NAMES], axis=1)
 
