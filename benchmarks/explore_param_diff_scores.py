@@ -1,14 +1,18 @@
-"""Exploration: which per-class score should param-diff decide on?
+"""Exploration: which per-class score should param-diff (or param-dot) decide on?
 
-param-diff computes a table of standardised per-class features (``features.FEATURE_NAMES``) once
-per target; its ``score`` sums some of them. This script computes the tables of every distinct
-target of the attack benchmark's grid (LeNet-5, 1,000 images per class, five methods, every single
-class and ten random pairs, the never-unlearned originals) once, then decides with ``top`` (told
-the count), ``gap`` and ``kmeans`` under each candidate score, and prints the success per split of
-seeds: choose on the first split, check on the second.
+The parameter attacks compute a table of standardised per-class features
+(``features.FEATURE_NAMES``) once per target; their ``score`` sums some of them. This script
+computes the tables of every distinct target of the attack benchmark's grid (LeNet-5, 1,000
+images per class, five methods, every single class and ten random pairs, the never-unlearned
+originals) once, then decides with ``top`` (told the count), ``gap`` and ``kmeans`` under each
+candidate score, and prints the success per split of seeds: choose on the first split, check on
+the second.
 
     .venv/bin/python benchmarks/explore_param_diff_scores.py --only mnist --seeds 0 1 2 \
-        --choose 0
+        --choose 0 [--attack param-dot]
+
+param-dot is told the attacker's data of each target (five retained classes) and decides among
+the classes that data lacks, as in the benchmark.
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
@@ -31,35 +35,57 @@ from labelleak.experiment.runner import ExperimentRunner, expand_grid
 
 SETTINGS = {name: ATTACK_SETTINGS[name] for name in ("mnist", "fashion_mnist")}
 RULES = ["top", "gap", "kmeans"]
-CANDIDATES = [
-    ("-cos", "-target_logit"),
-    ("-target_top2",),
-    ("-target_peak",),
-    ("-target_share",),
-    ("-cos", "-target_logit", "-target_top2"),
-    ("-cos", "-target_logit", "-target_peak"),
-    ("-cos", "-target_logit", "-target_top2", "-target_peak"),
-]
+CANDIDATES = {
+    "param-diff": [
+        ("-cos", "-target_logit"),
+        ("-target_top2",),
+        ("-target_peak",),
+        ("-target_share",),
+        ("-cos", "-target_logit", "-target_top2"),
+        ("-cos", "-target_logit", "-target_peak"),
+        ("-cos", "-target_logit", "-target_top2", "-target_peak"),
+    ],
+    "param-dot": [
+        ("cos", "-diff_norm"),
+        ("-target_top2",),
+        ("-target_peak",),
+        ("cos", "-diff_norm", "-target_top2"),
+        ("cos", "-diff_norm", "-target_peak"),
+        ("cos", "-diff_norm", "-target_top2", "-target_peak"),
+    ],
+}
 
 
-def feature_tables(runner: ExperimentRunner, name: str) -> list[tuple[int, str, tuple, object]]:
-    """(seed, method, truth, ClassFeatures) of every distinct target, with param-diff's defaults."""
+def feature_tables(
+    runner: ExperimentRunner, name: str, attack_name: str
+) -> list[tuple[int, str, tuple, object]]:
+    """(seed, method, truth, ClassFeatures) of every distinct attacked target, with the attack's
+    defaults (param-dot: one per knowledge setting; its features depend on the attacker's data)."""
     cells = expand_grid(runner.config, runner.pipeline)
     distinct = {}
     for cell in runner.attack_cells(cells):
-        distinct.setdefault((cell.seed, cell.method, cell.truth), cell)
-    attack = get_attack_class("param-diff")(make_attack_config("param-diff", {"rules": ["top"]}))
+        key = (cell.seed, cell.method, cell.truth)
+        distinct.setdefault(key if attack_name == "param-diff" else (*key, cell.gap), cell)
+    attack = get_attack_class(attack_name)(make_attack_config(attack_name, {"rules": ["top"]}))
     x = runner.attacker.unrelated(name).float()
     tables = []
     for cell in distinct.values():
         model = runner.attacker.target_model(cell)
-        tables.append((cell.seed, cell.method, cell.truth, attack.features(model, x, cell.seed)))
+        if attack_name == "param-diff":
+            features = attack.features(model, x, cell.seed)
+        else:
+            data_x, data_y = runner.attacker.knowledge(cell, model).attacker_data
+            lacking = ~np.isin(np.arange(10), np.unique(data_y.numpy()))
+            features = attack.features(model, data_x, data_y, lacking, cell.seed)
+        tables.append((cell.seed, cell.method, cell.truth, features))
     return tables
 
 
-def evaluate(tables: list, score: tuple[str, ...], seeds: set[int]) -> dict[str, float]:
+def evaluate(
+    tables: list, attack_name: str, score: tuple[str, ...], seeds: set[int]
+) -> dict[str, float]:
     """Success (%) per rule and forget-set size, and how often the originals are left alone."""
-    config = make_attack_config("param-diff", {"rules": RULES})
+    config = make_attack_config(attack_name, {"rules": RULES})
     outcomes: dict[str, list[bool]] = defaultdict(list)
     for seed, method, truth, features in tables:
         if seed not in seeds:
@@ -90,6 +116,7 @@ def main() -> int:
     parser.add_argument("--choose", type=int, nargs="+", default=[0], help="seeds to choose on")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--subsample", type=int, default=1000, help="training images per class")
+    parser.add_argument("--attack", choices=sorted(CANDIDATES), default="param-diff")
     args = parser.parse_args()
     if data_missing(args.data_dir):
         return 0
@@ -102,20 +129,24 @@ def main() -> int:
             forget=["each", {"random_pairs": args.pairs}],
             attacker_classes=5,
         )
-        tables = feature_tables(runner, name)
+        tables = feature_tables(runner, name, args.attack)
         splits = {
             f"seeds {' '.join(map(str, args.choose))}": set(args.choose),
             "other seeds": set(args.seeds) - set(args.choose),
         }
         rows = []
-        for score in CANDIDATES:
+        for score in CANDIDATES[args.attack]:
             for split, seeds in splits.items():
                 if seeds:
                     rows.append(
-                        {"score": " ".join(score), "split": split, **evaluate(tables, score, seeds)}
+                        {
+                            "score": " ".join(score),
+                            "split": split,
+                            **evaluate(tables, args.attack, score, seeds),
+                        }
                     )
         frame = pd.DataFrame(rows).round(1)
-        print(f"\n{name}: {len(tables)} distinct targets, seeds {args.seeds}")
+        print(f"\n{name}, {args.attack}: {len(tables)} distinct targets, seeds {args.seeds}")
         print(frame.to_markdown(index=False))
     return 0
 
