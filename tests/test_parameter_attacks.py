@@ -182,6 +182,13 @@ def test_baselines(grid: dict) -> None:
     histogram = run_attack("unrelated-histogram", k)
     assert histogram[0].queries == 500
     assert by_rule(histogram)["top"].predicted == FORGOTTEN
+    # data-peak decides among the classes the attacker lacks; with none lacking, it names nothing.
+    everything = knowledge(grid, grid["targets"]["retrain"], tuple(range(10)))
+    assert all(not r.predicted for r in run_attack("data-peak", everything))
+    peak = by_rule(run_attack("data-peak", knowledge(grid, grid["targets"]["retrain"], HALF)))
+    assert peak["top"].predicted == FORGOTTEN
+    assert peak["top"].queries == len(grid["splits"].attacker_data(HALF)[1])
+    assert set(np.flatnonzero(np.isfinite(peak["top"].scores))) >= set(FORGOTTEN)
     for name in ("chance", "head-bias", "head-norm"):
         for result in run_attack(name, k):
             assert result.scores.shape == (10,) and np.isfinite(result.scores).all()

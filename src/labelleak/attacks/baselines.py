@@ -5,6 +5,10 @@
 * ``head-norm``: the class with the smallest classifier row norm (white box).
 * ``absent-class``: the classes missing from the attacker's own data; the trivial answer by
   elimination when that data covers every retained class.
+* ``data-peak``: among the classes missing from the attacker's own data, the one the target is
+  least confident of on any of those images (query access and the attacker's data: param-dot's
+  knowledge less the white box). A forgotten class loses its most confident images; a retained
+  class the attacker lacks still wins some of them (README, parameter attacks).
 * ``unrelated-histogram``: the class the target least often predicts on unrelated data, ties
   broken by its mean probability (query access only). With ``ranks: 2`` a class is counted
   wherever it is among the target's two most probable classes: a minimally unlearned class
@@ -53,10 +57,14 @@ class ScoreBaseline(Attack):
         """Scores ``(K,)`` (higher = more likely forgotten) and the queries spent."""
         raise NotImplementedError
 
+    def candidates(self, knowledge: AttackerKnowledge) -> np.ndarray | None:
+        """``(K,)`` bool: the classes the rules may name (default: all)."""
+        return None
+
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
         scores, queries = self.score(knowledge, seed)
-        features = ClassFeatures.from_score(scores)
+        features = ClassFeatures.from_score(scores, self.candidates(knowledge))
         config = self.config
         assert isinstance(config, SetRuleConfig)
         decisions = decide(
@@ -142,6 +150,38 @@ class UnrelatedHistogram(ScoreBaseline):
         counts = np.bincount(ranked.ravel(), minlength=knowledge.num_classes)
         # Mean probability is below 1, so it only breaks ties between equal counts.
         return -(counts + probs.mean(axis=0)), len(x)
+
+
+@register_attack("data-peak")
+class DataPeak(ScoreBaseline):
+    requires = frozenset({"query", "attacker_data"})
+    summary = "the class the attacker lacks that the target is least sure of on the attacker's data"
+
+    def candidates(self, knowledge: AttackerKnowledge) -> np.ndarray:
+        assert knowledge.attacker_data is not None
+        labels = knowledge.attacker_data[1]
+        if len(labels) == 0:
+            raise LabelleakError("the attacker's data is empty")
+        return ~np.isin(np.arange(knowledge.num_classes), labels.numpy())
+
+    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
+        if not self.candidates(knowledge).any():
+            # Data of every class: by the threat model nothing can have been forgotten (as
+            # param-dot concludes; absent-class is the answer in that setting).
+            empty = ClassFeatures.from_score(np.zeros(knowledge.num_classes))
+            reason = {"reason": "no class is absent"}
+            return to_results(self.name, {rule: Decision((), reason) for rule in self.rules}, empty)
+        return super().run(knowledge, seed)
+
+    def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
+        assert knowledge.query is not None and knowledge.attacker_data is not None
+        images = knowledge.attacker_data[0]
+        probs = knowledge.query(images).double().numpy()
+        # Log-odds, so confident classes are told apart past p = 0.99; float probabilities
+        # saturate near 1, hence the clip (about 27.6 nats).
+        probs = np.clip(probs, 1e-12, 1.0 - 1e-12)
+        peak = (np.log(probs) - np.log1p(-probs)).max(axis=0)
+        return -peak, len(images)
 
 
 @register_attack("absent-class")

@@ -23,7 +23,7 @@ NOTHING = "none"
 METHOD_ORDER = ("retrain", "finetune", "random-label", "amnesiac", "neg-grad")
 MAIN_ATTACKS = ("param-dot", "param-diff", "invert-white", "invert-black")
 BASELINES = (
-    "chance", "head-bias", "head-norm", "absent-class",
+    "chance", "head-bias", "head-norm", "absent-class", "data-peak",
     "unrelated-histogram", "noise-histogram", "probe-drop",
 )  # fmt: skip
 
