@@ -28,7 +28,7 @@ from labelleak.report import attack_summary, unlearning_summary
 
 ATTACKS = [
     "param-dot", "param-diff", "invert-white", "invert-black",
-    "chance", "head-bias", "head-norm", "absent-class", "unrelated-histogram",
+    "chance", "head-bias", "head-norm", "absent-class", "data-peak", "unrelated-histogram",
     "noise-histogram", "probe-drop",
 ]  # fmt: skip
 

@@ -21,8 +21,8 @@ DEMO_CONFIG: dict[str, Any] = {
     "seeds": [0],
     "attacks": [
         "param-dot", "param-diff", "invert-white", "invert-black",
-        "chance", "head-bias", "head-norm", "absent-class", "unrelated-histogram",
-        "noise-histogram", "probe-drop",
+        "chance", "head-bias", "head-norm", "absent-class", "data-peak",
+        "unrelated-histogram", "noise-histogram", "probe-drop",
     ],
     # Sized to run in about a minute: per forget set the attacker trains 16 shadow models
     # (an untouched one, and 2 single classes and 1 pair unlearned by each of the five
