@@ -24,11 +24,10 @@ from dataclasses import replace
 
 import pandas as pd
 from bench_attacks import SETTINGS as ATTACK_SETTINGS
-from common import data_missing, grid_parser, rates_by_size, with_sizes
+from common import data_missing, grid_parser, loaded_runner, rates_by_size, with_sizes
 
 from labelleak.attacks import get_attack_class, make_attack_config, restrict
 from labelleak.experiment.attacking import AttackCell, format_set
-from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner, expand_grid
 from labelleak.utils import atomic_path
 
@@ -136,17 +135,14 @@ def main() -> int:
     if data_missing(args.data_dir):
         return 0
     for name in args.only or list(SETTINGS):
-        config = parse_config(
-            {
-                **SETTINGS[name],
-                "data_dir": str(args.data_dir.resolve()),
-                "subsample_per_class": args.subsample,
-                "forget": ["each", *([{"random_pairs": args.pairs}] if args.pairs else [])],
-                "seeds": args.seeds,
-            }
+        # Trains the models the cache lacks (no attacks configured: none run here).
+        runner = loaded_runner(
+            SETTINGS,
+            name,
+            args,
+            progress=True,
+            forget=["each", *([{"random_pairs": args.pairs}] if args.pairs else [])],
         )
-        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
-        runner.run()  # trains the models the cache lacks (no attacks configured: none run here)
         started = time.perf_counter()
         rows = []
         targets = distinct_targets(runner)

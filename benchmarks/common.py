@@ -57,7 +57,12 @@ def rates_by_size(group: pd.DataFrame, sizes: tuple[int, ...] = (1, 2, 0)) -> li
 
 
 def loaded_runner(
-    settings: dict[str, dict[str, object]], name: str, args: argparse.Namespace, **grid: object
+    settings: dict[str, dict[str, object]],
+    name: str,
+    args: argparse.Namespace,
+    *,
+    progress: bool = False,
+    **grid: object,
 ) -> ExperimentRunner:
     """The runner of dataset ``name``'s grid (``settings[name]`` plus ``grid``: forget sets and
     so on) on ``args.seeds`` and ``args.subsample`` images per class, its models trained or
@@ -71,6 +76,6 @@ def loaded_runner(
             **grid,
         }
     )
-    runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=False)
+    runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=progress)
     runner.run()
     return runner

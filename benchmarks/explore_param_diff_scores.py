@@ -74,8 +74,9 @@ def feature_tables(
         if attack_name == "param-diff":
             features = attack.features(model, x, cell.seed)
         else:
-            data_x, data_y = runner.attacker.knowledge(cell, model).attacker_data
-            lacking = ~np.isin(np.arange(10), np.unique(data_y.numpy()))
+            knowledge = runner.attacker.knowledge(cell, model)
+            data_x, data_y = knowledge.attacker_data
+            lacking = ~np.isin(np.arange(knowledge.num_classes), data_y.numpy())
             features = attack.features(model, data_x, data_y, lacking, cell.seed)
         tables.append((cell.seed, cell.method, cell.truth, features))
     return tables

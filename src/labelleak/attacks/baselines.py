@@ -34,11 +34,15 @@ from labelleak.attacks.base import (
     AttackResult,
     register_attack,
 )
+from labelleak.attacks.parameter.diff import unrelated_data
+from labelleak.attacks.parameter.dot import attacker_data
 from labelleak.attacks.rules import (
+    NO_CLASS_ABSENT,
     ClassFeatures,
     Decision,
     SetRuleConfig,
     decide,
+    name_nothing,
     to_results,
     top_classes,
 )
@@ -63,8 +67,12 @@ class ScoreBaseline(Attack):
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
+        candidates = self.candidates(knowledge)
+        if candidates is not None and not candidates.any():
+            # Nothing may be named (e.g. the attacker holds data of every class): no query spent.
+            return name_nothing(self.name, self.rules, knowledge.num_classes, NO_CLASS_ABSENT)
         scores, queries = self.score(knowledge, seed)
-        features = ClassFeatures.from_score(scores, self.candidates(knowledge))
+        features = ClassFeatures.from_score(scores, candidates)
         config = self.config
         assert isinstance(config, SetRuleConfig)
         decisions = decide(
@@ -131,13 +139,8 @@ class UnrelatedHistogram(ScoreBaseline):
     summary = "the class the target least predicts on unrelated data"
 
     def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
-        assert knowledge.query is not None and knowledge.unrelated_data is not None
-        x = knowledge.unrelated_data
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(knowledge.input_shape) or len(x) == 0:
-            raise LabelleakError(
-                f"the unrelated data must be a non-empty batch of shape (N, "
-                f"{', '.join(map(str, knowledge.input_shape))}); got {tuple(x.shape)}"
-            )
+        assert knowledge.query is not None
+        x = unrelated_data(knowledge)
         config = self.config
         assert isinstance(config, UnrelatedHistogramConfig)
         if config.ranks >= knowledge.num_classes:
@@ -158,24 +161,14 @@ class DataPeak(ScoreBaseline):
     summary = "the class the attacker lacks that the target is least sure of on the attacker's data"
 
     def candidates(self, knowledge: AttackerKnowledge) -> np.ndarray:
-        assert knowledge.attacker_data is not None
-        labels = knowledge.attacker_data[1]
-        if len(labels) == 0:
-            raise LabelleakError("the attacker's data is empty")
+        # With data of every class nothing is a candidate, and the run names nothing (as
+        # param-dot concludes; absent-class is the answer in that setting).
+        _, labels = attacker_data(knowledge)
         return ~np.isin(np.arange(knowledge.num_classes), labels.numpy())
 
-    def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
-        if not self.candidates(knowledge).any():
-            # Data of every class: by the threat model nothing can have been forgotten (as
-            # param-dot concludes; absent-class is the answer in that setting).
-            empty = ClassFeatures.from_score(np.zeros(knowledge.num_classes))
-            reason = {"reason": "no class is absent"}
-            return to_results(self.name, {rule: Decision((), reason) for rule in self.rules}, empty)
-        return super().run(knowledge, seed)
-
     def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
-        assert knowledge.query is not None and knowledge.attacker_data is not None
-        images = knowledge.attacker_data[0]
+        assert knowledge.query is not None
+        images, _ = attacker_data(knowledge)
         probs = knowledge.query(images).double().numpy()
         # Log-odds, so confident classes are told apart past p = 0.99; float probabilities
         # saturate near 1, hence the clip (about 27.6 nats).

@@ -446,3 +446,19 @@ def to_results(
         )
         for rule, decision in decisions.items()
     ]
+
+
+#: Why an attack whose candidates are the classes missing from the attacker's data names nothing
+#: when none is missing.
+NO_CLASS_ABSENT = "no class is absent"
+
+
+def name_nothing(
+    attack: str, rules: Sequence[str], num_classes: int, reason: str, seconds: float = 0.0
+) -> list[AttackResult]:
+    """Results naming no class under every rule, with ``reason`` in their details (e.g. the
+    attacker's data covers every class, so by the threat model nothing can have been forgotten).
+    """
+    empty = ClassFeatures.from_score(np.zeros(num_classes))
+    decisions = {rule: Decision((), {"reason": reason}) for rule in rules}
+    return to_results(attack, decisions, empty, seconds=seconds)

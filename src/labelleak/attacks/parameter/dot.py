@@ -29,10 +29,10 @@ from labelleak.attacks.parameter.auxiliary import (
 )
 from labelleak.attacks.parameter.features import class_features
 from labelleak.attacks.rules import (
+    NO_CLASS_ABSENT,
     ClassFeatures,
-    Decision,
     LabelledFeatures,
-    to_results,
+    name_nothing,
 )
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
@@ -74,10 +74,13 @@ class ParamDot(ParameterAttack):
         lacking = ~np.isin(np.arange(knowledge.num_classes), present)
         if not lacking.any():
             # Data of every class: by the threat model nothing can have been forgotten.
-            empty = ClassFeatures.from_score(np.zeros(knowledge.num_classes))
-            reason = {"reason": "no class is absent"}
-            decisions = {rule: Decision((), reason) for rule in self.rules}
-            return to_results(self.name, decisions, empty, seconds=time.perf_counter() - started)
+            return name_nothing(
+                self.name,
+                self.rules,
+                knowledge.num_classes,
+                NO_CLASS_ABSENT,
+                seconds=time.perf_counter() - started,
+            )
         features = self.features(target, x, y, lacking, seed)
         shadows = self.calibration(knowledge, seed)
         return self.conclude(
