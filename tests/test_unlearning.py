@@ -18,8 +18,9 @@ from conftest import (
 import labelleak.unlearning.retrain as retrain_module
 from labelleak.errors import LabelleakError
 from labelleak.evaluation import class_accuracies
-from labelleak.training import train_model
+from labelleak.training import predict_logits, train_model
 from labelleak.unlearning import PAPER_METHODS, build_method, make_config
+from labelleak.unlearning.base import still_known
 
 # Forget accuracy every method must reach (on the test images of the forgotten classes).
 FORGET_BOUND = 0.05
@@ -197,3 +198,33 @@ def test_unknown_method_name_lists_choices() -> None:
         build_method("forgetful")
     for name in PAPER_METHODS:
         assert name in str(caught.value)
+
+
+def test_neg_grad_margin_removes_the_class_deeper(digits_pipeline, digits_original) -> None:
+    # At margin 0 the ascent stops as soon as the forget data is misclassified (on digits its own
+    # logit then trails the best other class's by a median 5 nats); with a margin of 10, by 10.
+    task = make_task(digits_pipeline, digits_original, (3,))
+    probe_x, probe_y = task.forget_probe()
+    trails = {}
+    for margin in (0.0, 10.0):
+        model = build_method("neg-grad", {"margin": margin}).unlearn(task)
+        logits = predict_logits(model, probe_x)
+        assert float(still_known(logits, probe_y, margin).float().mean()) <= 0.03, margin
+        own = logits.gather(1, probe_y[:, None])[:, 0]
+        best_other = logits.scatter(1, probe_y[:, None], float("-inf")).max(dim=1).values
+        trails[margin] = float((best_other - own).median())
+    assert trails[10.0] >= 10.0 > trails[0.0]
+
+
+def test_still_known_counts_samples_within_the_margin() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.5, 2.0, 0.0]])
+    labels = torch.tensor([0, 0, 0])
+    assert still_known(logits, labels).tolist() == [True, False, False]
+    assert still_known(logits, labels, margin=1.2).tolist() == [True, True, False]
+
+
+def test_a_parameter_added_later_enters_the_cache_key_only_when_set() -> None:
+    # Models cached before neg-grad had a margin keep their keys at the default.
+    assert "margin" not in make_config("neg-grad", None).key_params()
+    assert make_config("neg-grad", {"margin": 2.0}).key_params()["margin"] == 2.0
+    assert make_config("finetune", None).key_params() == make_config("finetune", None).model_dump()

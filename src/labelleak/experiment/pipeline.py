@@ -165,7 +165,7 @@ class Pipeline:
             # Retrain never reads the original, so its key must not depend on how that was made.
             "source": recipe_spec if method.name == "retrain" else source.key,
             "method": method.name,
-            "params": method.config.model_dump(),
+            "params": method.config.key_params(),
             "forget": list(forget),
         }
         if method.version > 1:

@@ -17,13 +17,35 @@ from pydantic import BaseModel, ConfigDict
 
 from labelleak.models.base import ImageClassifier
 from labelleak.registry import Registry
-from labelleak.training import GradientRecorder, TrainConfig, accuracy
+from labelleak.training import GradientRecorder, TrainConfig, accuracy, predict_logits
 
 
 class MethodConfig(BaseModel):
     """Base of every method's hyperparameters: frozen, and unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Fields added after models were cached: they enter a model's cache key only when set away
+    #: from their default, so the models made before they existed keep their keys.
+    added_later: ClassVar[frozenset[str]] = frozenset()
+
+    def key_params(self) -> dict[str, Any]:
+        """The hyperparameters that determine the unlearned model, for its cache key."""
+        params = self.model_dump()
+        for name in self.added_later:
+            if params[name] == type(self).model_fields[name].default:
+                del params[name]
+        return params
+
+
+def still_known(logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Which samples the model still places in their own class, ``(N, K), (N,) -> (N,)`` bool:
+    own logit above the best other class's minus ``margin`` (nats); at 0, predicted right."""
+    if margin == 0:
+        return logits.argmax(dim=1) == labels
+    own = logits.gather(1, labels[:, None])[:, 0]
+    others = logits.scatter(1, labels[:, None], float("-inf")).max(dim=1).values
+    return own > others - margin
 
 
 @dataclass
@@ -55,12 +77,18 @@ class UnlearningTask:
         picks = torch.randperm(len(self.forget_y), generator=generator)[:size]
         return self.forget_x[picks], self.forget_y[picks]
 
-    def forgotten_enough(self, level: float, size: int = 512) -> Callable[[torch.nn.Module], bool]:
-        """A stopping rule: true once accuracy on :meth:`forget_probe` is at most ``level``."""
+    def forgotten_enough(
+        self, level: float, size: int = 512, margin: float = 0.0
+    ) -> Callable[[torch.nn.Module], bool]:
+        """A stopping rule: true once the fraction of :meth:`forget_probe` the model still knows
+        (:func:`still_known` with ``margin`` nats; at 0, its accuracy) is at most ``level``."""
         probe_x, probe_y = self.forget_probe(size)
 
         def check(model: torch.nn.Module) -> bool:
-            return accuracy(model, probe_x, probe_y, device=self.device) <= level
+            if margin == 0:
+                return accuracy(model, probe_x, probe_y, device=self.device) <= level
+            logits = predict_logits(model, probe_x, device=self.device)
+            return float(still_known(logits, probe_y, margin).float().mean()) <= level
 
         return check
 

@@ -1,5 +1,5 @@
 """Negative gradient: gradient ascent on the forget data's loss until the model stops predicting
-the forgotten classes on it.
+the forgotten classes on it (or, with ``margin``, until they trail another class by that much).
 
 Each step ascends only on the forget samples the model still classifies correctly, and the ascent
 stops once a probe of the forget data is (almost) all misclassified. The probe is checked only
@@ -8,7 +8,10 @@ step cost a forward pass of ``probe_size`` samples per step, most of neg-grad's 
 
 Plain ascent on every sample keeps raising the loss of samples already forgotten, which is
 unbounded, and past that point costs retained accuracy fast; with several forgotten classes it
-wrecked the model in our measurements.
+wrecked the model in our measurements. ``margin`` is the controlled way to ascend further: a
+sample keeps being ascended on until its own logit trails the best other class's by ``margin``
+nats, which trades retained accuracy for a deeper removal (``benchmarks/bench_neg_grad_margin.py``
+measures what that does to the attacks).
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ from pydantic import Field
 
 from labelleak.models.base import ImageClassifier
 from labelleak.training import iterate_batches
-from labelleak.unlearning.base import MethodConfig, UnlearningMethod, UnlearningTask, register
+from labelleak.unlearning.base import (
+    MethodConfig,
+    UnlearningMethod,
+    UnlearningTask,
+    register,
+    still_known,
+)
 
 
 class NegGradConfig(MethodConfig):
+    added_later = frozenset({"margin"})
+
     lr: float = Field(1e-3, gt=0, description="SGD learning rate of the ascent (no momentum)")
     batch_size: int = Field(64, ge=1, description="forget samples per ascent step")
     max_steps: int = Field(2000, ge=1, description="upper bound on ascent steps")
@@ -30,8 +41,16 @@ class NegGradConfig(MethodConfig):
         0.03,
         ge=0,
         le=1,
-        description="stop once accuracy on a probe of the forget data is at most this; ascent "
-        "past that point only costs retained accuracy",
+        description="stop once the fraction of a probe of the forget data still known (see "
+        "margin; at margin 0, its accuracy) is at most this; ascent past that point only costs "
+        "retained accuracy",
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="nats: a forget sample counts as still known while its own logit is above "
+        "the best other class's minus this; 0 ascends until misclassified, more removes the "
+        "class deeper at a cost in retained accuracy",
     )
     probe_size: int = Field(512, ge=1, description="forget samples in the stopping probe")
     check_below: float = Field(
@@ -55,7 +74,7 @@ class NegGrad(UnlearningMethod):
         assert isinstance(config, NegGradConfig)
         model = task.copy_original()
         generator = torch.Generator().manual_seed(task.seed + 3)
-        forgotten = task.forgotten_enough(config.stop_accuracy, config.probe_size)
+        forgotten = task.forgotten_enough(config.stop_accuracy, config.probe_size, config.margin)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
         steps = 0
         while steps < config.max_steps:
@@ -67,15 +86,15 @@ class NegGrad(UnlearningMethod):
                 yb = task.forget_y[batch].to(task.device)
                 logits = model(xb)
                 # Ascent on samples already misclassified only raises an unbounded loss and
-                # wrecks the network (the cliff); ascend on those still predicted right.
-                still_known = logits.argmax(dim=1) == yb
-                if float(still_known.float().mean()) <= config.check_below and forgotten(model):
+                # wrecks the network (the cliff); ascend on those still known (see margin).
+                known = still_known(logits.detach(), yb, config.margin)
+                if float(known.float().mean()) <= config.check_below and forgotten(model):
                     return model.eval()
-                if not bool(still_known.any()):
+                if not bool(known.any()):
                     continue
                 losses = F.cross_entropy(logits, yb, reduction="none")
                 optimizer.zero_grad(set_to_none=True)
-                (-(losses * still_known).sum() / len(yb)).backward()
+                (-(losses * known).sum() / len(yb)).backward()
                 optimizer.step()
                 steps += 1
         return model.eval()
