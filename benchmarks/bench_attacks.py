@@ -7,7 +7,7 @@ on every target and on the never-unlearned original. Prints the exact-identifica
 
     .venv/bin/python benchmarks/bench_attacks.py [--only mnist] [--seeds 0 1 2] [--pairs 10]
         [--subsample 1000] [--attacker-classes 5] [--data-dir ../shared/data] [--out DIR]
-        [--attack-params '{"param-diff": {"label_source": "target"}}']
+        [--attack-params '{"param-diff": {"label_source": "target"}}'] [--workers 2]
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
@@ -23,6 +23,7 @@ import torch
 from common import data_missing, grid_parser, rates_by_size, with_sizes
 
 from labelleak.experiment.config import parse_config
+from labelleak.experiment.parallel import make_executor
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import attack_summary, unlearning_summary
 
@@ -71,6 +72,13 @@ def main() -> int:
         default={},
         help='settings per attack as JSON, e.g. \'{"param-diff": {"label_source": "target"}}\'',
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, one torch thread each (the tables do not depend on it; the "
+        "attacks' s / target are then per worker)",
+    )
     args = parser.parse_args()
     if data_missing(args.data_dir):
         return 0
@@ -95,7 +103,11 @@ def main() -> int:
         )
         runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
         started = time.perf_counter()
-        unlearning = runner.run()
+        if args.workers > 1:
+            with make_executor(workers=args.workers, threads=1) as executor:
+                unlearning = runner.run(executor)
+        else:
+            unlearning = runner.run()
         print(
             f"\n{name}: wall time {time.perf_counter() - started:.0f} s, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads"
