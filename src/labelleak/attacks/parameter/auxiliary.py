@@ -420,6 +420,14 @@ class ParameterAttack(Attack):
 
     rules = ("top", "kmeans", "gap", "youden", "tree")
 
+    def calibration(self, knowledge: AttackerKnowledge, seed: int) -> list[LabelledFeatures]:
+        """Shadow features for the fitted rules, computed once per knowledge setting (none
+        when no fitted rule is asked for)."""
+        raise NotImplementedError
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.calibration(knowledge, seed)
+
     def usable_shadows(self, knowledge: AttackerKnowledge) -> list[ShadowRun]:
         """The attacker's shadow runs, less those whose unlearning diverged."""
         runs = list(knowledge.need("shadows")())

@@ -73,9 +73,6 @@ class ParamDiff(ParameterAttack):
         x = unrelated_data(knowledge)
         return self.calibrated(knowledge, lambda: self.shadow_features(knowledge, x, seed))
 
-    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
-        self.calibration(knowledge, seed)
-
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
         target = validated_target(knowledge)

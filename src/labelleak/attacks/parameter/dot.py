@@ -65,9 +65,6 @@ class ParamDot(ParameterAttack):
             knowledge, lambda: self.shadow_features(knowledge, x, y, int(lacking.sum()), seed)
         )
 
-    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
-        self.calibration(knowledge, seed)
-
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         started = time.perf_counter()
         target = validated_target(knowledge)
