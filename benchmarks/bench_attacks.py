@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 import torch
-from common import data_missing, grid_parser, rates_by_size, with_sizes
+from common import data_missing, forget_sets, grid_parser, rates_by_size, with_sizes
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.parallel import make_executor
@@ -91,10 +91,7 @@ def main() -> int:
                 **SETTINGS[name],
                 "data_dir": str(args.data_dir.resolve()),
                 "subsample_per_class": args.subsample,
-                "forget": [
-                    *(["each"] if args.classes is None else [[c] for c in args.classes]),
-                    *([{"random_pairs": args.pairs}] if args.pairs else []),
-                ],
+                "forget": forget_sets(args.pairs, args.classes),
                 "seeds": args.seeds,
                 "attacks": args.attacks,
                 "attack_params": attack_params(args.attack_params, args.shadow_rules),

@@ -23,7 +23,7 @@ import sys
 import pandas as pd
 from bench_attacks import SETTINGS as ATTACK_SETTINGS
 from bench_attacks import attack_params
-from common import data_missing, grid_parser, rates_by_size, with_sizes
+from common import data_missing, forget_sets, grid_parser, rates_by_size, with_sizes
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
@@ -56,7 +56,7 @@ def main() -> int:
                     "subsample_per_class": args.subsample,
                     "methods": ["neg-grad"],
                     "method_params": {"neg-grad": {"margin": margin}},
-                    "forget": ["each", *([{"random_pairs": args.pairs}] if args.pairs else [])],
+                    "forget": forget_sets(args.pairs),
                     "seeds": args.seeds,
                     "attacks": args.attacks,
                     "attack_params": attack_params({}, shadow_rules=False),

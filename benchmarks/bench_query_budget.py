@@ -24,7 +24,14 @@ from dataclasses import replace
 
 import pandas as pd
 from bench_attacks import SETTINGS as ATTACK_SETTINGS
-from common import data_missing, grid_parser, loaded_runner, rates_by_size, with_sizes
+from common import (
+    data_missing,
+    forget_sets,
+    grid_parser,
+    loaded_runner,
+    rates_by_size,
+    with_sizes,
+)
 
 from labelleak.attacks import get_attack_class, make_attack_config, restrict
 from labelleak.experiment.attacking import AttackCell, format_set
@@ -141,7 +148,7 @@ def main() -> int:
             name,
             args,
             progress=True,
-            forget=["each", *([{"random_pairs": args.pairs}] if args.pairs else [])],
+            forget=forget_sets(args.pairs),
         )
         started = time.perf_counter()
         rows = []

@@ -31,6 +31,13 @@ def grid_parser(
     return parser
 
 
+def forget_sets(pairs: int, classes: Iterable[int] | None = None) -> list[object]:
+    """The grid's ``forget`` entry: every single class (or ``classes``) and ``pairs`` random
+    pairs per seed (none when 0)."""
+    singles: list[object] = ["each"] if classes is None else [[c] for c in classes]
+    return [*singles, *([{"random_pairs": pairs}] if pairs else [])]
+
+
 def data_missing(data_dir: Path) -> bool:
     """True, after saying so, when the real-data folder is absent (the benchmark then skips)."""
     if data_dir.is_dir():
