@@ -20,7 +20,14 @@ import time
 
 import pandas as pd
 import torch
-from common import data_missing, forget_sets, grid_parser, rates_by_size, with_sizes
+from common import (
+    data_missing,
+    forget_sets,
+    grid_parser,
+    queries_per_class,
+    rates_by_size,
+    with_sizes,
+)
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.parallel import make_executor
@@ -129,6 +136,15 @@ def attack_params(given: dict[str, dict], shadow_rules: bool) -> dict[str, dict]
     return params
 
 
+def worst_method(rates: pd.Series) -> str:
+    """The method with the lowest rate (a fraction per method) and that rate in %; ``all`` when
+    every method has the same rate, so a tie does not single one out."""
+    if rates.empty:
+        return "-"
+    lowest = f"{100 * rates.min():.0f}"
+    return f"all {lowest}" if rates.nunique() == 1 else f"{rates.idxmin()} {lowest}"
+
+
 def compact_table(attacks: pd.DataFrame) -> str:
     """Per (attack, rule): success on one and on two forgotten classes, the worst method on one,
     how often the original is rightly left alone, seconds per target and queries per class."""
@@ -137,11 +153,10 @@ def compact_table(attacks: pd.DataFrame) -> str:
     for (attack, rule), group in frame.groupby(["attack", "rule"], sort=False):
         cells = rates_by_size(group)
         singles = group[group["size"] == 1].groupby("method")["success"].mean()
-        worst = f"{singles.idxmin()} {100 * singles.min():.0f}" if len(singles) else "-"
-        queries = group["queries"] / 10
+        queries = queries_per_class(group)
         rows.append(
-            [attack, rule, *cells[:2], worst, cells[2], f"{group['seconds'].mean():.2f}",
-             f"{queries.median():.0f} / {queries.max():.0f}"]
+            [attack, rule, *cells[:2], worst_method(singles), cells[2],
+             f"{group['seconds'].mean():.2f}", f"{queries.median():.0f} / {queries.max():.0f}"]
         )  # fmt: skip
     headers = ["attack", "rule", "1 class", "2 classes", "worst method, 1 class (%)",
                "original: names nothing", "s / target", "queries / class (med / max)"]  # fmt: skip

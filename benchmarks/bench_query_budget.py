@@ -29,6 +29,7 @@ from common import (
     forget_sets,
     grid_parser,
     loaded_runner,
+    queries_per_class,
     rates_by_size,
     with_sizes,
 )
@@ -101,8 +102,8 @@ def summary(frame: pd.DataFrame) -> str:
         ["budget_per_class", "attack", "rule"], sort=True
     ):
         rows.append(
-            [budget, attack, rule, *rates_by_size(group), f"{(group['queries'] / 10).median():.0f}",
-             f"{group['seconds'].mean():.2f}"]
+            [budget, attack, rule, *rates_by_size(group),
+             f"{queries_per_class(group).median():.0f}", f"{group['seconds'].mean():.2f}"]
         )  # fmt: skip
     headers = ["budget / class", "attack", "rule", "1 class", "2 classes",
                "original: names nothing", "queries / class (median)", "s / target"]  # fmt: skip
@@ -118,7 +119,7 @@ def budget_table(frame: pd.DataFrame) -> str:
         black = group[group["attack"] == "invert-black"]
         top, gap = black[black["rule"] == "top"], black[black["rule"] == "gap"]
         noise = group[(group["attack"] == "noise-histogram") & (group["rule"] == "top")]
-        queries = top["queries"] / 10
+        queries = queries_per_class(top)
         originals = gap[gap["size"] == 0]["success"]
         rows.append(
             [budget, f"{queries.median():.0f} / {queries.max():.0f}",

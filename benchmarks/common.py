@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from labelleak.data.registry import get_spec
 from labelleak.experiment.attacking import NOTHING
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
@@ -51,6 +52,11 @@ def with_sizes(frame: pd.DataFrame) -> pd.DataFrame:
     forgot (0 for the never-unlearned original)."""
     sizes = frame["forgotten"].map(lambda s: 0 if s == NOTHING else len(s.split("+")))
     return frame.assign(size=sizes)
+
+
+def queries_per_class(rows: pd.DataFrame) -> pd.Series:
+    """Each attack row's ``queries`` (per target) divided by its dataset's number of classes."""
+    return rows["queries"] / rows["dataset"].map(lambda name: get_spec(name).num_classes)
 
 
 def rates_by_size(group: pd.DataFrame, sizes: tuple[int, ...] = (1, 2, 0)) -> list[str]:
