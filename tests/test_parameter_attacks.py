@@ -269,6 +269,20 @@ def test_unrelated_histogram_ranks_count_runner_up_places() -> None:
         run_attack("unrelated-histogram", table_knowledge(table), {"ranks": 6})
 
 
+def test_data_peak_tells_confident_classes_apart() -> None:
+    # The lacking classes 2, 3 and 4 each win one image by 30, 25 and 20 nats: in float32 all
+    # three probabilities round to 1, yet class 4, the least confident, is named.
+    table = torch.zeros(3, 5)
+    for image, (cls, margin) in enumerate([(2, 30.0), (3, 25.0), (4, 20.0)]):
+        table[image, cls] = margin
+    knowledge = table_knowledge(table)
+    labels = torch.tensor([0, 1, 0])  # the attacker's labels: only classes 0 and 1
+    knowledge = dataclasses.replace(knowledge, attacker_data=(knowledge.unrelated_data, labels))
+    peak = by_rule(run_attack("data-peak", knowledge))
+    assert peak["top"].predicted == (4,)
+    assert peak["top"].scores[4] == pytest.approx(-20.0 + np.log(4.0), abs=1e-3)
+
+
 def test_param_diff_evaluates_the_target_rows_on_every_unrelated_image() -> None:
     from labelleak.attacks.parameter.auxiliary import AuxiliaryHead
     from labelleak.attacks.parameter.features import FEATURE_NAMES, raw_features

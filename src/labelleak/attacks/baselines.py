@@ -34,6 +34,7 @@ from labelleak.attacks.base import (
     AttackResult,
     register_attack,
 )
+from labelleak.attacks.inversion.criteria import class_log_odds
 from labelleak.attacks.parameter.diff import unrelated_data
 from labelleak.attacks.parameter.dot import attacker_data
 from labelleak.attacks.rules import (
@@ -169,11 +170,8 @@ class DataPeak(ScoreBaseline):
     def score(self, knowledge: AttackerKnowledge, seed: int) -> tuple[np.ndarray, int]:
         assert knowledge.query is not None
         images, _ = attacker_data(knowledge)
-        probs = knowledge.query(images).double().numpy()
-        # Log-odds, so confident classes are told apart past p = 0.99; float probabilities
-        # saturate near 1, hence the clip (about 27.6 nats).
-        probs = np.clip(probs, 1e-12, 1.0 - 1e-12)
-        peak = (np.log(probs) - np.log1p(-probs)).max(axis=0)
+        # Log-odds, so confident classes are told apart past p = 0.99.
+        peak = class_log_odds(knowledge.query(images)).max(dim=0).values.numpy()
         return -peak, len(images)
 
 

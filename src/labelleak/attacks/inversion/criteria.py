@@ -136,6 +136,15 @@ def log_odds_from_probs(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return torch.log(own + TINY) - torch.log(others + TINY)
 
 
+def class_log_odds(probs: torch.Tensor) -> torch.Tensor:
+    """Log-odds ``(N, K)`` (nats, float64) of every class under probabilities ``(N, K)``, each
+    as :func:`log_odds_from_probs` computes it, so a class near ``p = 1`` does not saturate."""
+    rows = len(probs)
+    return torch.stack(
+        [log_odds_from_probs(probs, torch.full((rows,), c)) for c in range(probs.shape[1])], dim=1
+    )
+
+
 def own_class_log_odds(profiles: torch.Tensor | np.ndarray) -> np.ndarray:
     """Log-odds ``(K,)`` in nats of each prototype's own class, from profiles ``(K, K)``."""
     p = torch.from_numpy(check_profiles(profiles))
