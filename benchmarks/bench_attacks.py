@@ -23,13 +23,13 @@ import torch
 from common import (
     data_missing,
     forget_sets,
+    grid_config,
     grid_parser,
     queries_per_class,
     rates_by_size,
     with_sizes,
 )
 
-from labelleak.experiment.config import parse_config
 from labelleak.experiment.parallel import make_executor
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import attack_summary, unlearning_summary
@@ -93,17 +93,14 @@ def main() -> int:
         args.attacker_classes if args.attacker_classes == "all" else int(args.attacker_classes)
     )
     for name in args.only or list(SETTINGS):
-        config = parse_config(
-            {
-                **SETTINGS[name],
-                "data_dir": str(args.data_dir.resolve()),
-                "subsample_per_class": args.subsample,
-                "forget": forget_sets(args.pairs, args.classes),
-                "seeds": args.seeds,
-                "attacks": args.attacks,
-                "attack_params": attack_params(args.attack_params, args.shadow_rules),
-                "attacker_classes": coverage,
-            }
+        config = grid_config(
+            SETTINGS,
+            name,
+            args,
+            forget=forget_sets(args.pairs, args.classes),
+            attacks=args.attacks,
+            attack_params=attack_params(args.attack_params, args.shadow_rules),
+            attacker_classes=coverage,
         )
         runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
         started = time.perf_counter()

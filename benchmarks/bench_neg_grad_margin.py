@@ -23,9 +23,8 @@ import sys
 import pandas as pd
 from bench_attacks import SETTINGS as ATTACK_SETTINGS
 from bench_attacks import attack_params
-from common import data_missing, forget_sets, grid_parser, rates_by_size, with_sizes
+from common import data_missing, forget_sets, grid_config, grid_parser, rates_by_size, with_sizes
 
-from labelleak.experiment.config import parse_config
 from labelleak.experiment.runner import ExperimentRunner
 
 SETTINGS = {name: ATTACK_SETTINGS[name] for name in ("mnist", "fashion_mnist")}
@@ -49,19 +48,16 @@ def main() -> int:
     for name in args.only or list(SETTINGS):
         costs, rates = {}, {}
         for margin in args.margins:
-            config = parse_config(
-                {
-                    **SETTINGS[name],
-                    "data_dir": str(args.data_dir.resolve()),
-                    "subsample_per_class": args.subsample,
-                    "methods": ["neg-grad"],
-                    "method_params": {"neg-grad": {"margin": margin}},
-                    "forget": forget_sets(args.pairs),
-                    "seeds": args.seeds,
-                    "attacks": args.attacks,
-                    "attack_params": attack_params({}, shadow_rules=False),
-                    "attacker_classes": 5,
-                }
+            config = grid_config(
+                SETTINGS,
+                name,
+                args,
+                methods=["neg-grad"],
+                method_params={"neg-grad": {"margin": margin}},
+                forget=forget_sets(args.pairs),
+                attacks=args.attacks,
+                attack_params=attack_params({}, shadow_rules=False),
+                attacker_classes=5,
             )
             out = args.out / name / f"margin-{margin:g}"
             unlearning = ExperimentRunner(config, out, args.cache_dir, progress=True).run()

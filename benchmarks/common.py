@@ -10,7 +10,7 @@ import pandas as pd
 
 from labelleak.data.registry import get_spec
 from labelleak.experiment.attacking import NOTHING
-from labelleak.experiment.config import parse_config
+from labelleak.experiment.config import ExperimentConfig, parse_config
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import format_rate
 
@@ -69,18 +69,15 @@ def rates_by_size(group: pd.DataFrame, sizes: tuple[int, ...] = (1, 2, 0)) -> li
     return cells
 
 
-def loaded_runner(
+def grid_config(
     settings: dict[str, dict[str, object]],
     name: str,
     args: argparse.Namespace,
-    *,
-    progress: bool = False,
     **grid: object,
-) -> ExperimentRunner:
-    """The runner of dataset ``name``'s grid (``settings[name]`` plus ``grid``: forget sets and
-    so on) on ``args.seeds`` and ``args.subsample`` images per class, its models trained or
-    loaded from the benchmarks' cache, no attack run."""
-    config = parse_config(
+) -> ExperimentConfig:
+    """Dataset ``name``'s grid: ``settings[name]`` on ``args.seeds`` and ``args.subsample``
+    images per class from ``args.data_dir``, plus ``grid`` (forget sets, attacks and so on)."""
+    return parse_config(
         {
             **settings[name],
             "data_dir": str(args.data_dir.resolve()),
@@ -89,6 +86,19 @@ def loaded_runner(
             **grid,
         }
     )
+
+
+def loaded_runner(
+    settings: dict[str, dict[str, object]],
+    name: str,
+    args: argparse.Namespace,
+    *,
+    progress: bool = False,
+    **grid: object,
+) -> ExperimentRunner:
+    """The runner of :func:`grid_config`'s grid, its models trained or loaded from the
+    benchmarks' cache, no attack run."""
+    config = grid_config(settings, name, args, **grid)
     runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=progress)
     runner.run()
     return runner
