@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
+from labelleak.attacks.base import AttackConfig
 from labelleak.errors import LabelleakError
 from labelleak.experiment.attacking import ATTACK_COLUMNS, AttackCell, AttackRunner
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.pipeline import Pipeline
-from labelleak.experiment.runner import ExperimentRunner
+from labelleak.experiment.runner import Cell, ExperimentRunner
 from labelleak.experiment.store import ArtifactStore
 
 GRID = {
@@ -75,6 +77,69 @@ def test_a_rerun_recomputes_nothing(finished_run, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(AttackRunner, "run", refuse)
     ExperimentRunner(parse_config(GRID), out, cache, progress=False).run()
     again = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_a_cell_key_ignores_the_grids_shape(tmp_path: Path) -> None:
+    def paths(**changes: object) -> tuple[str, str]:
+        runner = ExperimentRunner(parse_config({**GRID, **changes}), tmp_path, tmp_path)
+        return (
+            runner.cell_path(Cell("digits", 0, "retrain", (3,))).name,
+            runner.attack_cell_path(AttackCell("digits", 0, "retrain", (3,))).name,
+        )
+
+    unlearning, attacks = paths()
+    assert paths(seeds=[0, 1], forget=[3], controls=False) == (unlearning, attacks)
+    # The unlearned model does not depend on the grid's other methods; the shadow runs of the
+    # attacks do, so the attack cell's key follows the method list.
+    only_retrain = paths(methods=["retrain"])
+    assert only_retrain[0] == unlearning and only_retrain[1] != attacks
+    assert paths(attack_params={"invert-black": {"queries_per_class": 300}})[1] != attacks
+
+
+def test_a_smaller_grid_reuses_the_finished_cells(
+    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, cache, table = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cell was computed again")
+
+    monkeypatch.setattr(AttackRunner, "run", refuse)
+    monkeypatch.setattr(ExperimentRunner, "run_cell", refuse)
+    ExperimentRunner(parse_config({**GRID, "forget": [[2, 7]]}), copy, cache, progress=False).run()
+    again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    pair = table[table["attacker_classes"] == again["attacker_classes"].iloc[0]]
+    pd.testing.assert_frame_equal(pair.reset_index(drop=True), again)
+    assert set(again["forgotten"]) == {"2+7", "none"}
+
+
+def test_cells_stored_under_the_legacy_keys_are_adopted(
+    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, cache, table = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    runner = ExperimentRunner(parse_config(GRID), copy, cache, progress=False)
+    cell, target = Cell("digits", 0, "neg-grad", (3,)), AttackCell("digits", 0, "neg-grad", (3,))
+    # As an earlier version stored them: keyed by the whole config, seed list included.
+    for path, key in (
+        (runner.cell_path(cell), runner._legacy_keys(cell, False)[0]),
+        (runner.attack_cell_path(target), runner._legacy_keys(target, True)[0]),
+    ):
+        assert key != path.stem
+        path.replace(path.with_name(f"{key}.json"))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cell was computed again")
+
+    monkeypatch.setattr(AttackRunner, "run", refuse)
+    monkeypatch.setattr(ExperimentRunner, "run_cell", refuse)
+    runner.run()
+    assert runner.cell_path(cell).is_file() and runner.attack_cell_path(target).is_file()
+    again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
     pd.testing.assert_frame_equal(table, again)
 
 
@@ -238,3 +303,25 @@ def test_prototype_pictures_first_all_or_none(finished_run, tmp_path: Path) -> N
 def test_bad_prototypes_setting_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LabelleakError, match="prototypes"):
         parse_config({**GRID, "prototypes": "some"})
+
+
+def test_an_attack_setting_added_later_keeps_earlier_results_keys() -> None:
+    class Before(AttackConfig):
+        steps: int = 200
+
+    class After(Before):
+        added_later = frozenset({"resolution"})
+        resolution: int = 0
+
+    class Child(After):  # inherits the base's list: resolution still counts as added later
+        added_later = frozenset({"restarts"})
+        restarts: int = 4
+
+    assert After().key_params() == Before().key_params() == {"steps": 200}
+    assert After(resolution=8).key_params() == {"steps": 200, "resolution": 8}
+    assert Child().key_params() == {"steps": 200}
+    assert Child(restarts=2, resolution=8).key_params() == {
+        "steps": 200,
+        "resolution": 8,
+        "restarts": 2,
+    }

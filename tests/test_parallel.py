@@ -198,6 +198,61 @@ def test_a_dead_worker_stops_the_run_with_a_rerun_hint() -> None:
         list(executor.map_unordered(os._exit, [3]))  # type: ignore[arg-type]
 
 
+SLEEPER = """
+import os, sys, time
+from pathlib import Path
+from labelleak.experiment.parallel import ProcessExecutor
+
+def sleep_in_worker(folder):
+    Path(folder, str(os.getpid())).touch()
+    time.sleep(120)
+    return 0
+
+if __name__ == "__main__":
+    with ProcessExecutor(workers=2) as executor:
+        list(executor.map_unordered(sleep_in_worker, [sys.argv[1]] * 2))
+"""
+
+
+def _running(pid: int) -> bool:
+    # A worker whose parent is gone may stay a zombie where nothing reaps orphans.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker states from /proc")
+def test_sigterm_to_the_parent_stops_its_workers(tmp_path) -> None:
+    script, started = tmp_path / "sleeper.py", tmp_path / "started"
+    script.write_text(SLEEPER)
+    started.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(started)], env=subprocess_env(), cwd=tmp_path
+    )
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.05)
+            pids = [int(p.name) for p in started.iterdir()]
+        proc.terminate()  # SIGTERM to the parent alone, as `kill PID` sends
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(pid) for pid in pids), "a worker outlived its parent"
+    finally:
+        for pid in pids:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_ray_executor_gives_the_serial_rows(tmp_path, serial_run) -> None:
     pytest.importorskip(
         "ray", reason="Ray is not installed (pip install 'labelleak[ray]'): executor untested"

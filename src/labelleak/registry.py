@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from labelleak.errors import LabelleakError, unknown_choice
+
+
+class ComponentConfig(BaseModel):
+    """Base of a method's or an attack's settings: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Fields added after results were cached: they enter a cache key only when set away from
+    #: their default, so what was computed before they existed keeps its key. A subclass names
+    #: its own; those of its bases count too.
+    added_later: ClassVar[frozenset[str]] = frozenset()
+
+    def key_params(self) -> dict[str, Any]:
+        """The settings that determine a result, for its cache key."""
+        params = self.model_dump()
+        later = set().union(*(vars(cls).get("added_later", ()) for cls in type(self).__mro__))
+        for name in later:
+            if params[name] == type(self).model_fields[name].default:
+                del params[name]
+        return params
 
 
 class Configurable(Protocol):

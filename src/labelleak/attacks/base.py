@@ -14,11 +14,10 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models.base import ImageClassifier
-from labelleak.registry import Registry
+from labelleak.registry import ComponentConfig, Registry
 
 T = TypeVar("T")
 
@@ -193,10 +192,8 @@ class AttackResult:
         return tuple(sorted(self.predicted)) == tuple(sorted(forgotten))
 
 
-class AttackConfig(BaseModel):
-    """Base of every attack's settings: frozen, unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AttackConfig(ComponentConfig):
+    """Base of every attack's settings (see :class:`ComponentConfig`)."""
 
 
 class Attack:

@@ -239,6 +239,30 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, a scheduler's stop) into ``SystemExit`` while workers run.
+
+    By default SIGTERM ends the parent at once, and its workers, in their own processes, would
+    go on computing cells nobody waits for; as an exception it reaches the handler that stops
+    them. Signals can only be changed from the main thread.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class ProcessExecutor(Executor):
     """``workers`` local processes (``concurrent.futures`` with the spawn start method).
 
@@ -276,7 +300,8 @@ class ProcessExecutor(Executor):
             with _sigint_ignored():
                 pending = {pool.submit(fn, task) for task in tasks}
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                with _sigterm_raises():
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield future.result()
         except BrokenProcessPool:
@@ -285,7 +310,7 @@ class ProcessExecutor(Executor):
                 f"a worker process died (killed, or out of memory); {RERUN_HINT}"
             ) from None
         except BaseException:
-            # An error in a task, Ctrl-C, or the caller giving up: stop the other workers now
+            # An error in a task, Ctrl-C, SIGTERM, or the caller giving up: stop the workers now
             # rather than letting them finish cells nobody waits for.
             self._terminate()
             raise

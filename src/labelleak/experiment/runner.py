@@ -53,6 +53,9 @@ ATTACK_SETTINGS = (
     "shadow_methods", "shadow_singles", "shadow_pairs", "controls", "prototypes",
 )  # fmt: skip
 
+#: Config keys that say which cells a grid holds, not what any one cell computes.
+GRID_SHAPE = ("dataset", "seeds", "forget", "controls")
+
 UNLEARNING_COLUMNS = [
     "dataset", "arch", "method", "forgotten", "seed",
     "forget_acc", "retain_acc", "test_acc", "seconds",
@@ -148,23 +151,57 @@ class ExperimentRunner:
 
     def _compute_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
         # Resolved settings (defaults included) and the artifact version are part of the key,
-        # so a result computed under other defaults or older code is never reused.
-        methods = {
-            name: build_method(name, self.config.method_params.get(name)).config.model_dump()
-            for name in self.config.methods
-        }
-        attacks = {
-            name: make_attack_config(name, self.config.attack_params.get(name)).model_dump()
-            for name in self.config.attacks
-        }
-        # Unlearning results do not depend on the attack settings, so changing those must not
-        # invalidate them.
-        # Which pictures are drawn changes no result.
+        # so a result computed under other defaults or older code is never reused. The grid's
+        # shape is not (the cell names its own dataset, seed and forget set): adding a seed or
+        # a forget set to a finished grid computes only the new cells.
+        if with_attacks:
+            # Shadow runs unlearn with the grid's methods, so every method counts here.
+            methods = self._resolved_methods(self.config.methods)
+            excluded = {"device", "prototypes", *GRID_SHAPE}
+        else:
+            assert isinstance(cell, Cell)
+            methods = self._resolved_methods([cell.method])
+            excluded = {"device", "methods", "method_params", *ATTACK_SETTINGS, *GRID_SHAPE}
+        return self._hash_key(cell, with_attacks, methods, excluded)
+
+    def _legacy_keys(self, cell: Cell | AttackCell, with_attacks: bool) -> list[str]:
+        """Keys this cell had before keys left out the grid's shape: the whole config (seed
+        list and forget sets included) was hashed, so a grid run with these seeds, or with this
+        cell's seed alone, stored it under one of these."""
+        methods = self._resolved_methods(self.config.methods)
         excluded = {"device", "prototypes"} if with_attacks else {"device", *ATTACK_SETTINGS}
+        keys = []
+        for seeds in (self.config.seeds, [cell.seed]):
+            config = self.config.model_copy(update={"seeds": seeds})
+            keys.append(self._hash_key(cell, with_attacks, methods, excluded, config))
+        return list(dict.fromkeys(keys))
+
+    def _resolved_methods(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        # Methods enter with every field, neg-grad's later `margin` too: cells were keyed so
+        # before `key_params` existed, and switching would orphan every stored cell. A setting
+        # added to an attack from now on goes in its config's `added_later` instead.
+        return {
+            name: build_method(name, self.config.method_params.get(name)).config.model_dump()
+            for name in names
+        }
+
+    def _hash_key(
+        self,
+        cell: Cell | AttackCell,
+        with_attacks: bool,
+        methods: dict[str, dict[str, Any]],
+        excluded: set[str],
+        config: ExperimentConfig | None = None,
+    ) -> str:
+        config = config or self.config
+        attacks = {
+            name: make_attack_config(name, config.attack_params.get(name)).key_params()
+            for name in config.attacks
+        }
         return content_hash(
             {
                 "cell": [repr(cell)],
-                "config": self.config.model_dump(mode="json", exclude=excluded),
+                "config": config.model_dump(mode="json", exclude=excluded),
                 "resolved": {"methods": methods, "attacks": attacks if with_attacks else {}},
                 "version": [
                     ARTIFACT_VERSION,
@@ -174,6 +211,27 @@ class ExperimentRunner:
                 "splits": self.pipeline.splits(cell.dataset).settings,
             }
         )
+
+    def adopt_legacy_cells(self, cells: list[Cell]) -> int:
+        """Move finished cells stored under a legacy key (see :meth:`_legacy_keys`) to their
+        current key, so a grid finished before the change is not recomputed; returns how many
+        moved. Each move is one atomic rename."""
+        moved = 0
+        pairs: list[tuple[Cell | AttackCell, bool, Path]] = [
+            (cell, False, self.cell_path(cell)) for cell in cells
+        ]
+        if self.config.attacks:
+            pairs += [(c, True, self.attack_cell_path(c)) for c in self.attack_cells(cells)]
+        for cell, with_attacks, path in pairs:
+            if path.is_file():
+                continue
+            for key in self._legacy_keys(cell, with_attacks):
+                legacy = path.with_name(f"{key}.json")
+                if legacy.is_file():
+                    legacy.replace(path)
+                    moved += 1
+                    break
+        return moved
 
     def run(self, executor: Executor | None = None) -> pd.DataFrame:
         """Compute every missing cell and return the unlearning table.
@@ -189,6 +247,7 @@ class ExperimentRunner:
         cells = expand_grid(self.config, self.pipeline)
         resolved = resolved_config(self.config, self.pipeline)
         write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
+        self.adopt_legacy_cells(cells)
         if executor is not None and not isinstance(executor, SerialExecutor):
             return run_phases(self, cells, executor)
         previous = torch.get_num_threads()

@@ -13,29 +13,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from labelleak.models.base import ImageClassifier
-from labelleak.registry import Registry
+from labelleak.registry import ComponentConfig, Registry
 from labelleak.training import GradientRecorder, TrainConfig, predict_logits
 
 
-class MethodConfig(BaseModel):
-    """Base of every method's hyperparameters: frozen, and unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: Fields added after models were cached: they enter a model's cache key only when set away
-    #: from their default, so the models made before they existed keep their keys.
-    added_later: ClassVar[frozenset[str]] = frozenset()
-
-    def key_params(self) -> dict[str, Any]:
-        """The hyperparameters that determine the unlearned model, for its cache key."""
-        params = self.model_dump()
-        for name in self.added_later:
-            if params[name] == type(self).model_fields[name].default:
-                del params[name]
-        return params
+class MethodConfig(ComponentConfig):
+    """Base of every method's hyperparameters (see :class:`ComponentConfig`)."""
 
 
 def still_known(logits: torch.Tensor, labels: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
