@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -310,12 +311,15 @@ def test_an_attack_setting_added_later_keeps_earlier_results_keys() -> None:
         steps: int = 200
 
     class After(Before):
-        added_later = frozenset({"resolution"})
+        added_later: ClassVar[dict[str, object]] = {"resolution": 0}
         resolution: int = 0
 
     class Child(After):  # inherits the base's list: resolution still counts as added later
-        added_later = frozenset({"restarts"})
-        restarts: int = 4
+        added_later: ClassVar[dict[str, object]] = {"restarts": 1}
+        restarts: int = 1
+
+    class NewDefault(After):  # a later default: results at the old value keep their keys
+        resolution: int = 8
 
     assert After().key_params() == Before().key_params() == {"steps": 200}
     assert After(resolution=8).key_params() == {"steps": 200, "resolution": 8}
@@ -325,3 +329,5 @@ def test_an_attack_setting_added_later_keeps_earlier_results_keys() -> None:
         "resolution": 8,
         "restarts": 2,
     }
+    assert NewDefault().key_params() == {"steps": 200, "resolution": 8}
+    assert NewDefault(resolution=0).key_params() == Before().key_params()

@@ -17,6 +17,7 @@ from labelleak.attacks.base import (
     probabilities_of,
     run_attack,
 )
+from labelleak.attacks.inversion.images import upsample
 from labelleak.errors import LabelleakError
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.pipeline import Pipeline
@@ -95,6 +96,38 @@ def test_black_box_inversion_names_the_forgotten_class(
     per_class = top.details["queries_per_class"]
     assert int(per_class.sum()) == top.queries
     assert int(per_class.max()) <= SMALL_GA["queries_per_class"]
+
+
+@pytest.mark.parametrize("method", ["retrain", "neg-grad"])
+def test_low_resolution_white_box_inversion_names_the_forgotten_class(
+    models: dict[str, ImageClassifier], method: str
+) -> None:
+    results = run_attack(
+        "invert-white", knowledge_for(models[method]), {"resolution": 6, "steps": 10}, seed=0
+    )
+    top = next(r for r in results if r.rule == "top")
+    assert top.predicted == FORGOTTEN
+    assert top.details["prototypes"].shape == (10, *SHAPE)
+
+
+def test_low_resolution_prototypes_are_upsampled_images(
+    models: dict[str, ImageClassifier],
+) -> None:
+    knowledge = knowledge_for(models["retrain"])
+
+    def prototypes(settings: dict[str, int]) -> torch.Tensor:
+        results = run_attack("invert-white", knowledge, {"steps": 10, **settings}, seed=0)
+        return results[0].details["prototypes"]
+
+    def off_4x4(images: torch.Tensor) -> float:
+        # A 4x4 image upsampled to 8x8 survives averaging 2x2 blocks and upsampling again
+        # (up to the clamp); a free 8x8 search's prototypes do not.
+        blocks = torch.nn.functional.avg_pool2d(images, 2)
+        return float((upsample(blocks, SHAPE[1:]) - images).abs().mean())
+
+    assert off_4x4(prototypes({"resolution": 4})) < 0.5 * off_4x4(prototypes({}))
+    with pytest.raises(LabelleakError, match="resolution 9 is larger than the input"):
+        run_attack("invert-white", knowledge, {"resolution": 9})
 
 
 def test_forget_count_is_validated() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -15,18 +15,19 @@ class ComponentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Fields added after results were cached: they enter a cache key only when set away from
-    #: their default, so what was computed before they existed keeps its key. A subclass names
-    #: its own; those of its bases count too.
-    added_later: ClassVar[frozenset[str]] = frozenset()
+    #: Fields added after results were cached, each with the value that reproduces what was
+    #: computed before it existed: a field at that value stays out of the cache key, so those
+    #: results keep their keys (even if the field's default changes later). A subclass names its
+    #: own; those of its bases count too.
+    added_later: ClassVar[Mapping[str, Any]] = {}
 
     def key_params(self) -> dict[str, Any]:
         """The settings that determine a result, for its cache key."""
         params = self.model_dump()
-        later = set().union(*(vars(cls).get("added_later", ()) for cls in type(self).__mro__))
-        for name in later:
-            if params[name] == type(self).model_fields[name].default:
-                del params[name]
+        for cls in type(self).__mro__:
+            for name, before in vars(cls).get("added_later", {}).items():
+                if name in params and params[name] == before:
+                    del params[name]
         return params
 
 

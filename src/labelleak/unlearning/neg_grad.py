@@ -16,6 +16,8 @@ measures what that does to the attacks).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -32,7 +34,7 @@ from labelleak.unlearning.base import (
 
 
 class NegGradConfig(MethodConfig):
-    added_later = frozenset({"margin"})
+    added_later: ClassVar[dict[str, object]] = {"margin": 0.0}
 
     lr: float = Field(1e-3, gt=0, description="SGD learning rate of the ascent (no momentum)")
     batch_size: int = Field(64, ge=1, description="forget samples per ascent step")

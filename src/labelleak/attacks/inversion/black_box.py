@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from labelleak.attacks.base import (
@@ -38,6 +37,7 @@ from labelleak.attacks.inversion.criteria import (
     log_odds_from_probs,
     profile_results,
 )
+from labelleak.attacks.inversion.images import upsample
 from labelleak.errors import LabelleakError
 
 #: A row of a probability vector may be off 1 by rounding; more than this is not a probability.
@@ -128,12 +128,6 @@ class GeneticInversion:
     generations: torch.Tensor
 
 
-def decode(genes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Upsample low-resolution genes ``(N, C, r, r)`` bilinearly to images ``(N, C, H, W)``."""
-    images = F.interpolate(genes, size=size, mode="bilinear", align_corners=False)
-    return images.clamp(0.0, 1.0)
-
-
 def genetic_inversion(
     query: QueryFunction,
     num_classes: int,
@@ -159,7 +153,7 @@ def genetic_inversion(
     def score(genes: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # genes (M, n, *gene_shape) for the M classes listed; one query for all of them.
         m, n = genes.shape[:2]
-        probs = query_probabilities(query, decode(genes.flatten(0, 1), (height, width)))
+        probs = query_probabilities(query, upsample(genes.flatten(0, 1), (height, width)))
         fit = log_odds_from_probs(probs, classes.repeat_interleave(n)).view(m, n)
         return fit, probs.view(m, n, -1)
 
@@ -197,7 +191,7 @@ def genetic_inversion(
         stale[classes] = torch.where(improved, 0, stale[classes] + 1)
         active &= (stale < config.patience) & (best_fit < config.stop_log_odds)
     return GeneticInversion(
-        prototypes=decode(best_genes, (height, width)),
+        prototypes=upsample(best_genes, (height, width)),
         profiles=best_probs,
         fitness=best_fit,
         queries_per_class=used,

@@ -1,11 +1,12 @@
 """invert-white (A3): per-class prototypes by gradient optimisation through the target.
 
 For every class ``k`` the attack starts ``restarts`` inputs from noise (or grey), and runs Adam on
-the pixels to maximise the target's own-class log-odds ``z_k - logsumexp_{j != k} z_j`` minus
-image priors (total variation, a small L2 pull towards grey), clamping to ``[0, 1]`` after each
-step. All ``K * restarts`` inputs go through the model in one batch per step. The best restart
-of each class is its prototype; the target's probabilities on the prototypes form the profile
-that :mod:`labelleak.attacks.inversion.criteria` turns into decisions.
+the pixels (or, with ``resolution`` r, on an r x r image per channel upsampled to the input, the
+space invert-black searches) to maximise the target's own-class log-odds ``z_k - logsumexp_{j != k}
+z_j`` minus image priors (total variation, a small L2 pull towards grey), clamping to ``[0, 1]``
+after each step. All ``K * restarts`` inputs go through the model in one batch per step. The best
+restart of each class is its prototype; the target's probabilities on the prototypes form the
+profile that :mod:`labelleak.attacks.inversion.criteria` turns into decisions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -32,6 +33,7 @@ from labelleak.attacks.inversion.criteria import (
     log_odds_from_logits,
     profile_results,
 )
+from labelleak.attacks.inversion.images import upsample
 from labelleak.errors import LabelleakError
 
 
@@ -56,6 +58,14 @@ class GradientInversionConfig(AttackConfig):
     patience: int = Field(
         30, ge=1, description="early stop after this many steps without the objective improving"
     )
+    resolution: int = Field(
+        0,
+        ge=0,
+        description="side of the searched low-resolution image, upsampled bilinearly to the "
+        "input (as invert-black searches); 0 optimises every input pixel",
+    )
+
+    added_later: ClassVar[dict[str, object]] = {"resolution": 0}
 
 
 @dataclass
@@ -99,26 +109,39 @@ def invert_classes(
         device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     k, r = num_classes, config.restarts
-    shape = (k * r, *input_shape)
+    channels, height, width = input_shape
+    side = config.resolution
+    if side > min(height, width):
+        raise LabelleakError(
+            f"resolution {side} is larger than the input ({height}x{width}); use at most "
+            f"{min(height, width)}, or 0 for the full input"
+        )
+    shape = (k * r, channels, side, side) if side else (k * r, *input_shape)
     if config.start == "noise":
-        x0 = torch.rand(shape, generator=generator)
+        z0 = torch.rand(shape, generator=generator)
     else:
-        x0 = 0.5 + 0.05 * torch.randn(shape, generator=generator)
-    x = x0.clamp(0, 1).to(device).requires_grad_(True)
+        z0 = 0.5 + 0.05 * torch.randn(shape, generator=generator)
+    # The optimised variable: the image itself, or its low-resolution version.
+    z = z0.clamp(0, 1).to(device).requires_grad_(True)
+
+    def image(z: torch.Tensor) -> torch.Tensor:
+        return upsample(z, (height, width)) if side else z
+
     labels = torch.arange(k, device=device).repeat_interleave(r)
     was_training = model.training
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    optimizer = torch.optim.Adam([x], lr=config.lr)
-    best_x = x.detach().clone()
+    optimizer = torch.optim.Adam([z], lr=config.lr)
+    best_x = image(z).detach().clone()
     best_odds = torch.full((k * r,), float("-inf"), device=device)
     best_objective = float("-inf")
     stale = 0
     steps = 0
     try:
         for steps in range(1, config.steps + 1):
+            x = image(z)
             logits = model(x)
             odds = log_odds_from_logits(logits, labels)
             prior = config.tv_weight * total_variation(x) + config.l2_weight * (
@@ -133,7 +156,7 @@ def invert_classes(
                 best_odds = torch.where(better, odds.detach(), best_odds)
                 best_x[better] = x.detach()[better]
                 optimizer.step()
-                x.clamp_(0, 1)
+                z.clamp_(0, 1)
                 if on_step is not None:
                     on_step(steps, best_odds.view(k, r))
                 per_class_best = best_odds.view(k, r).max(dim=1).values
