@@ -11,12 +11,16 @@ and records, per class, alternatives an attacker could use instead:
 * ``shift``: mean log-odds of the prototype shifted by 1-2 pixels (8 shifts);
 * ``blur``: log-odds of the prototype average-pooled 2x and upsampled back.
 
+With ``--resolutions`` the inversion also runs in invert-white's low-resolution space (an r x r
+image upsampled, ``resolution: r``), recording ``final`` and ``after N steps`` there as ``r x r:
+...``.
+
 For each target method and measure it prints how often the forgotten class is the lowest of all
 classes and its relative margin, (lowest retained - forgotten) / median class, measures capped
 at 25 nats like the attack's; for the never-unlearned original, its lowest and median class.
 
     .venv/bin/python benchmarks/explore_inversion_measures.py --only mnist --seeds 0 \
-        --methods retrain neg-grad
+        --methods retrain neg-grad [--resolutions 0 8 4]
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
@@ -31,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from bench_query_budget import SETTINGS
+from bench_attacks import SETTINGS
 from common import data_missing, grid_parser, loaded_runner
 
 from labelleak.attacks.inversion.criteria import log_odds_from_logits
@@ -39,30 +43,36 @@ from labelleak.attacks.inversion.white_box import WhiteBoxConfig, invert_classes
 from labelleak.experiment.attacking import AttackCell
 from labelleak.experiment.runner import expand_grid
 
-CHECKPOINTS = (5, 10, 20, 40, 80)
+CHECKPOINTS = (5, 10, 20, 40, 50, 80, 100, 200)
 CAP = 25.0
 
 
 def inversion_measures(
-    model: torch.nn.Module, k: int, shape: tuple[int, int, int], seed: int
+    model: torch.nn.Module, k: int, shape: tuple[int, int, int], seed: int, resolution: int = 0
 ) -> dict[str, np.ndarray]:
     """Per-class measures ``(K,)`` of invert-white's inversion of ``model`` (see the docstring).
 
     The attack's own inversion, with its early stops switched off so that every class runs all
-    its steps and the best-so-far log-odds can be read at the checkpoints.
+    its steps and the best-so-far log-odds can be read at the checkpoints; with ``resolution``
+    r > 0, in the r x r space, and only ``final`` and ``after N steps``.
     """
     defaults = WhiteBoxConfig()
-    config = defaults.model_copy(update={"stop_log_odds": math.inf, "patience": defaults.steps})
+    config = defaults.model_copy(
+        update={"stop_log_odds": math.inf, "patience": defaults.steps, "resolution": resolution}
+    )
+    prefix = f"{resolution}x{resolution}: " if resolution else ""
     measures: dict[str, np.ndarray] = {}
 
     def record(step: int, best_odds: torch.Tensor) -> None:
         if step in CHECKPOINTS:
-            measures[f"after {step} steps"] = best_odds.max(1).values.numpy().copy()
+            measures[f"{prefix}after {step} steps"] = best_odds.max(1).values.numpy().copy()
 
     inversion = invert_classes(model, k, shape, config, seed, on_step=record)
     final, prototypes = inversion.log_odds, inversion.prototypes
+    measures[f"{prefix}final"] = final.max(1).values.numpy()
+    if resolution:
+        return measures
     with torch.no_grad():
-        measures["final"] = final.max(1).values.numpy()
         measures["median restart"] = final.median(1).values.numpy()
         measures["worst restart"] = final.min(1).values.numpy()
         noise_generator = torch.Generator().manual_seed(1)
@@ -121,6 +131,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["retrain", "neg-grad", "amnesiac"])
     parser.add_argument("--subsample", type=int, default=1000, help="training images per class")
+    parser.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="search spaces: 0 (every pixel, the default) and r for r x r upsampled",
+    )
     args = parser.parse_args()
     if data_missing(args.data_dir):
         return 0
@@ -142,7 +159,11 @@ def main() -> int:
         for cell in targets:
             model = runner.attacker.target_model(cell).eval()
             data = runner.pipeline.splits(name).dataset
-            measures = inversion_measures(model, data.num_classes, data.input_shape, cell.seed)
+            measures: dict[str, np.ndarray] = {}
+            for resolution in args.resolutions:
+                measures |= inversion_measures(
+                    model, data.num_classes, data.input_shape, cell.seed, resolution
+                )
             records.append((cell.method, cell.truth, measures))
         print(f"\n{name}, seeds {args.seeds}, single classes")
         print(summarise(records).to_markdown(index=False))
