@@ -331,3 +331,16 @@ def test_an_attack_setting_added_later_keeps_earlier_results_keys() -> None:
     }
     assert NewDefault().key_params() == {"steps": 200, "resolution": 8}
     assert NewDefault(resolution=0).key_params() == Before().key_params()
+
+
+@pytest.mark.parametrize("attack", ["invert-white", "invert-black", "probe-drop"])
+def test_a_search_space_larger_than_the_input_fails_before_training(
+    tmp_path: Path, attack: str
+) -> None:
+    config = parse_config(
+        {**GRID, "attacks": [attack], "attack_params": {attack: {"resolution": 9}}}
+    )
+    runner = ExperimentRunner(config, tmp_path / "out", tmp_path / "cache", progress=False)
+    with pytest.raises(LabelleakError, match=r"resolution 9 is larger than the input \(8x8\)"):
+        runner.run()
+    assert not any((tmp_path / "cache").rglob("*.safetensors")), "a model was trained first"

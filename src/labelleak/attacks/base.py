@@ -195,6 +195,21 @@ class AttackResult:
 class AttackConfig(ComponentConfig):
     """Base of every attack's settings (see :class:`ComponentConfig`)."""
 
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        """Raise :class:`LabelleakError` when these settings cannot serve inputs of shape
+        ``(C, H, W)``; a grid checks this before its first model is trained."""
+
+
+def check_resolution(resolution: int, input_shape: tuple[int, int, int], full: str = "") -> None:
+    """The low-resolution search spaces' shared check: ``resolution`` (a side, in pixels) must
+    not exceed the input's smaller side; ``full`` names the setting's no-reduction value."""
+    side = min(input_shape[1:])
+    if resolution > side:
+        raise LabelleakError(
+            f"resolution {resolution} is larger than the input ({input_shape[1]}x"
+            f"{input_shape[2]}); use at most {side}{full}"
+        )
+
 
 class Attack:
     """A label-leakage attack or baseline. Subclasses set the class attributes and :meth:`run`."""

@@ -248,6 +248,13 @@ class ExperimentRunner:
         resolved = resolved_config(self.config, self.pipeline)
         write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
         self.adopt_legacy_cells(cells)
+        # Settings that cannot serve a dataset's inputs fail now, not after hours of unlearning.
+        for dataset in dict.fromkeys(cell.dataset for cell in cells):
+            input_shape = self.pipeline.splits(dataset).dataset.input_shape
+            for name in self.config.attacks:
+                make_attack_config(name, self.config.attack_params.get(name)).check_input(
+                    input_shape
+                )
         if executor is not None and not isinstance(executor, SerialExecutor):
             return run_phases(self, cells, executor)
         previous = torch.get_num_threads()

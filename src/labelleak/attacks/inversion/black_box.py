@@ -29,6 +29,7 @@ from labelleak.attacks.base import (
     AttackerKnowledge,
     AttackResult,
     QueryFunction,
+    check_resolution,
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
@@ -106,6 +107,9 @@ class BlackBoxConfig(CriteriaConfig):
         25.0, description="a class stops once its best own-class log-odds reach this (nats)"
     )
 
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        check_resolution(self.resolution, input_shape)
+
     @model_validator(mode="after")
     def _elite_below_population(self) -> BlackBoxConfig:
         if self.elite >= self.population:
@@ -136,6 +140,7 @@ def genetic_inversion(
     seed: int,
 ) -> GeneticInversion:
     """Run one GA per class, all classes' new individuals scored in one query per generation."""
+    config.check_input(input_shape)
     k, pop, elite = num_classes, config.population, config.elite
     channels, height, width = input_shape
     per_class = config.queries_per_class

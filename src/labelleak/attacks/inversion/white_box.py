@@ -24,6 +24,7 @@ from labelleak.attacks.base import (
     AttackConfig,
     AttackerKnowledge,
     AttackResult,
+    check_resolution,
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
@@ -66,6 +67,9 @@ class GradientInversionConfig(AttackConfig):
     )
 
     added_later: ClassVar[dict[str, object]] = {"resolution": 0}
+
+    def check_input(self, input_shape: tuple[int, int, int]) -> None:
+        check_resolution(self.resolution, input_shape, ", or 0 for the full input")
 
 
 @dataclass
@@ -110,12 +114,8 @@ def invert_classes(
     generator = torch.Generator().manual_seed(seed)
     k, r = num_classes, config.restarts
     channels, height, width = input_shape
+    config.check_input(input_shape)
     side = config.resolution
-    if side > min(height, width):
-        raise LabelleakError(
-            f"resolution {side} is larger than the input ({height}x{width}); use at most "
-            f"{min(height, width)}, or 0 for the full input"
-        )
     shape = (k * r, channels, side, side) if side else (k * r, *input_shape)
     if config.start == "noise":
         z0 = torch.rand(shape, generator=generator)
