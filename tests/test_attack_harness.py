@@ -95,6 +95,8 @@ def test_a_cell_key_ignores_the_grids_shape(tmp_path: Path) -> None:
     # attacks do, so the attack cell's key follows the method list.
     only_retrain = paths(methods=["retrain"])
     assert only_retrain[0] == unlearning and only_retrain[1] != attacks
+    # ... except through the original: amnesiac in the grid trains it with a recorder.
+    assert paths(methods=["retrain", "amnesiac"])[0] != unlearning
     assert paths(attack_params={"invert-black": {"queries_per_class": 300}})[1] != attacks
 
 

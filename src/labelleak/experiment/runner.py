@@ -162,6 +162,13 @@ class ExperimentRunner:
             assert isinstance(cell, Cell)
             methods = self._resolved_methods([cell.method])
             excluded = {"device", "methods", "method_params", *ATTACK_SETTINGS, *GRID_SHAPE}
+            # The other methods still shape the original every cell starts from (or reports):
+            # it is trained with a recorder when one of them needs it. Keys made with amnesiac's
+            # recorder, the case of every grid stored so far, carry no marker.
+            if self.pipeline.record_for != "amnesiac":
+                return self._hash_key(
+                    cell, with_attacks, methods, excluded, original=self.pipeline.record_for
+                )
         return self._hash_key(cell, with_attacks, methods, excluded)
 
     def _legacy_keys(self, cell: Cell | AttackCell, with_attacks: bool) -> list[str]:
@@ -192,6 +199,7 @@ class ExperimentRunner:
         methods: dict[str, dict[str, Any]],
         excluded: set[str],
         config: ExperimentConfig | None = None,
+        **extra: str | None,
     ) -> str:
         config = config or self.config
         attacks = {
@@ -209,6 +217,7 @@ class ExperimentRunner:
                     *([RESULTS_VERSION] if with_attacks else []),
                 ],
                 "splits": self.pipeline.splits(cell.dataset).settings,
+                **{name: [value] for name, value in extra.items()},
             }
         )
 
