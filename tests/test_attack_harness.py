@@ -100,18 +100,22 @@ def test_a_cell_key_ignores_the_grids_shape(tmp_path: Path) -> None:
     assert paths(attack_params={"invert-black": {"queries_per_class": 300}})[1] != attacks
 
 
-def test_a_smaller_grid_reuses_the_finished_cells(
-    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out, cache, table = finished_run
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+def forbid_computing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make computing any unlearning or attack cell fail the test."""
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a cell was computed again")
 
     monkeypatch.setattr(AttackRunner, "run", refuse)
     monkeypatch.setattr(ExperimentRunner, "run_cell", refuse)
+
+
+def test_a_smaller_grid_reuses_the_finished_cells(
+    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, cache, table = finished_run
+    copy = shutil.copytree(out, tmp_path / "out")
+    forbid_computing(monkeypatch)
     ExperimentRunner(parse_config({**GRID, "forget": [[2, 7]]}), copy, cache, progress=False).run()
     again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
     pair = table[table["attacker_classes"] == again["attacker_classes"].iloc[0]]
@@ -123,8 +127,7 @@ def test_cells_stored_under_the_legacy_keys_are_adopted(
     finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out, cache, table = finished_run
-    copy = tmp_path / "out"
-    shutil.copytree(out, copy)
+    copy = shutil.copytree(out, tmp_path / "out")
     runner = ExperimentRunner(parse_config(GRID), copy, cache, progress=False)
     cell, target = Cell("digits", 0, "neg-grad", (3,)), AttackCell("digits", 0, "neg-grad", (3,))
     # As an earlier version stored them: keyed by the whole config, seed list included.
@@ -134,12 +137,7 @@ def test_cells_stored_under_the_legacy_keys_are_adopted(
     ):
         assert key != path.stem
         path.replace(path.with_name(f"{key}.json"))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a cell was computed again")
-
-    monkeypatch.setattr(AttackRunner, "run", refuse)
-    monkeypatch.setattr(ExperimentRunner, "run_cell", refuse)
+    forbid_computing(monkeypatch)
     runner.run()
     assert runner.cell_path(cell).is_file() and runner.attack_cell_path(target).is_file()
     again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
@@ -346,3 +344,4 @@ def test_a_search_space_larger_than_the_input_fails_before_training(
     with pytest.raises(LabelleakError, match=r"resolution 9 is larger than the input \(8x8\)"):
         runner.run()
     assert not any((tmp_path / "cache").rglob("*.safetensors")), "a model was trained first"
+    assert not (tmp_path / "out").exists(), "the output folder was written first"

@@ -154,6 +154,7 @@ class ExperimentRunner:
         # so a result computed under other defaults or older code is never reused. The grid's
         # shape is not (the cell names its own dataset, seed and forget set): adding a seed or
         # a forget set to a finished grid computes only the new cells.
+        extra: dict[str, str | None] = {}
         if with_attacks:
             # Shadow runs unlearn with the grid's methods, so every method counts here.
             methods = self._resolved_methods(self.config.methods)
@@ -166,10 +167,8 @@ class ExperimentRunner:
             # it is trained with a recorder when one of them needs it. Keys made with amnesiac's
             # recorder, the case of every grid stored so far, carry no marker.
             if self.pipeline.record_for != "amnesiac":
-                return self._hash_key(
-                    cell, with_attacks, methods, excluded, original=self.pipeline.record_for
-                )
-        return self._hash_key(cell, with_attacks, methods, excluded)
+                extra["original"] = self.pipeline.record_for
+        return self._hash_key(cell, with_attacks, methods, excluded, **extra)
 
     def _legacy_keys(self, cell: Cell | AttackCell, with_attacks: bool) -> list[str]:
         """Keys this cell had before keys left out the grid's shape: the whole config (seed
@@ -251,19 +250,20 @@ class ExperimentRunner:
         """
         from labelleak.experiment.parallel import SerialExecutor, run_phases
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out_dir)
         cells = expand_grid(self.config, self.pipeline)
-        resolved = resolved_config(self.config, self.pipeline)
-        write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
-        self.adopt_legacy_cells(cells)
-        # Settings that cannot serve a dataset's inputs fail now, not after hours of unlearning.
+        # Settings that cannot serve a dataset's inputs fail now, before anything is written,
+        # not after hours of unlearning.
         for dataset in dict.fromkeys(cell.dataset for cell in cells):
             input_shape = self.pipeline.splits(dataset).dataset.input_shape
             for name in self.config.attacks:
                 make_attack_config(name, self.config.attack_params.get(name)).check_input(
                     input_shape
                 )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out_dir)
+        resolved = resolved_config(self.config, self.pipeline)
+        write_text_atomic(self.out_dir / "config.resolved.yaml", yaml.safe_dump(resolved))
+        self.adopt_legacy_cells(cells)
         if executor is not None and not isinstance(executor, SerialExecutor):
             return run_phases(self, cells, executor)
         previous = torch.get_num_threads()
