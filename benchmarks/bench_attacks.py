@@ -80,6 +80,12 @@ def main() -> int:
         help='settings per attack as JSON, e.g. \'{"param-diff": {"label_source": "target"}}\'',
     )
     parser.add_argument(
+        "--unrelated",
+        default=None,
+        help="unrelated data for every dataset (a dataset name, patches or noise; default: each "
+        "dataset's setting above)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -101,6 +107,7 @@ def main() -> int:
             attacks=args.attacks,
             attack_params=attack_params(args.attack_params, args.shadow_rules),
             attacker_classes=coverage,
+            **({"unrelated": args.unrelated} if args.unrelated else {}),
         )
         runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import ClassVar
@@ -82,22 +83,63 @@ def test_a_rerun_recomputes_nothing(finished_run, monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_cell_key_ignores_the_grids_shape(tmp_path: Path) -> None:
-    def paths(**changes: object) -> tuple[str, str]:
+    def paths(**changes: object) -> tuple[str, ...]:
         runner = ExperimentRunner(parse_config({**GRID, **changes}), tmp_path, tmp_path)
+        target = AttackCell("digits", 0, "retrain", (3,))
         return (
             runner.cell_path(Cell("digits", 0, "retrain", (3,))).name,
-            runner.attack_cell_path(AttackCell("digits", 0, "retrain", (3,))).name,
+            *(runner.attack_cell_path(target, name).name for name in GRID["attacks"]),
         )
 
-    unlearning, attacks = paths()
-    assert paths(seeds=[0, 1], forget=[3], controls=False) == (unlearning, attacks)
-    # The unlearned model does not depend on the grid's other methods; the shadow runs of the
-    # attacks do, so the attack cell's key follows the method list.
-    only_retrain = paths(methods=["retrain"])
-    assert only_retrain[0] == unlearning and only_retrain[1] != attacks
+    keys = paths()
+    assert len(set(keys)) == len(keys)
+    assert paths(seeds=[0, 1], forget=[3], controls=False) == keys
+    # Neither the unlearned model nor an attack without shadow runs depends on the grid's
+    # other methods ...
+    assert paths(methods=["retrain"]) == keys
     # ... except through the original: amnesiac in the grid trains it with a recorder.
-    assert paths(methods=["retrain", "amnesiac"])[0] != unlearning
-    assert paths(attack_params={"invert-black": {"queries_per_class": 300}})[1] != attacks
+    assert set(paths(methods=["retrain", "amnesiac"])).isdisjoint(keys)
+    # An attack's settings reach its own cells only.
+    changed = paths(attack_params={"invert-black": {"queries_per_class": 300}})
+    assert [a == b for a, b in zip(changed, keys, strict=True)] == [True, True, False, True]
+    # Unrelated data reach only the attacks that use them (none of these).
+    assert paths(unrelated="patches") == keys
+    # Nor does the list of other attacks.
+    assert paths(attacks=["noise-histogram", "invert-white"]) == keys
+
+
+def test_a_shadow_fit_attacks_key_follows_the_method_list(tmp_path: Path) -> None:
+    def key(**changes: object) -> str:
+        grid = {**GRID, "attacks": ["param-dot"], **changes}
+        runner = ExperimentRunner(parse_config(grid), tmp_path, tmp_path)
+        return runner.attack_cell_path(AttackCell("digits", 0, "retrain", (3,)), "param-dot").name
+
+    # Its youden and tree rules are fit on shadow runs unlearned with the grid's methods.
+    assert key(methods=["retrain"]) != key()
+    # Without those rules it needs no shadows, and the method list no longer matters.
+    shadow_free = {"param-dot": {"rules": ["top", "kmeans"]}}
+    assert key(attack_params=shadow_free, methods=["retrain"]) == key(attack_params=shadow_free)
+
+
+def test_an_attack_added_to_a_finished_grid_is_the_only_one_run(
+    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, cache, table = finished_run
+    copy = shutil.copytree(out, tmp_path / "out")
+    ran: list[str] = []
+    real = AttackRunner._attack_once
+
+    def recording(self: AttackRunner, attack, *args: object):  # type: ignore[no-untyped-def]
+        ran.append(attack.name)
+        return real(self, attack, *args)
+
+    monkeypatch.setattr(AttackRunner, "_attack_once", recording)
+    grid = {**GRID, "attacks": [*GRID["attacks"], "chance"]}
+    ExperimentRunner(parse_config(grid), copy, cache, progress=False).run()
+    assert ran and set(ran) == {"chance"}
+    again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    pd.testing.assert_frame_equal(again[again["attack"] != "chance"].reset_index(drop=True), table)
+    assert (again["attack"] == "chance").sum() == 6
 
 
 def forbid_computing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,23 +165,33 @@ def test_a_smaller_grid_reuses_the_finished_cells(
     assert set(again["forgotten"]) == {"2+7", "none"}
 
 
+@pytest.mark.parametrize("legacy", ["whole target", "grid shape"])
 def test_cells_stored_under_the_legacy_keys_are_adopted(
-    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: str
 ) -> None:
     out, cache, table = finished_run
     copy = shutil.copytree(out, tmp_path / "out")
     runner = ExperimentRunner(parse_config(GRID), copy, cache, progress=False)
     cell, target = Cell("digits", 0, "neg-grad", (3,)), AttackCell("digits", 0, "neg-grad", (3,))
-    # As an earlier version stored them: keyed by the whole config, seed list included.
-    for path, key in (
-        (runner.cell_path(cell), runner._legacy_keys(cell, False)[0]),
-        (runner.attack_cell_path(target), runner._legacy_keys(target, True)[0]),
-    ):
-        assert key != path.stem
-        path.replace(path.with_name(f"{key}.json"))
+    # As earlier versions stored them: every attack's rows on a target in one file, keyed by
+    # the whole config (seed list included) before that.
+    if legacy == "grid shape":
+        runner.cell_path(cell).replace(
+            runner.cells_dir / f"{runner._legacy_keys(cell, False)[0]}.json"
+        )
+        whole_key = runner._legacy_keys(target, True)[0]
+    else:
+        whole_key = runner._target_key(target)
+    parts = [runner.attack_cell_path(target, name) for name in GRID["attacks"]]
+    rows = [row for part in parts for row in json.loads(part.read_text())]
+    for part in parts:
+        part.unlink()
+    whole = runner.attack_cells_dir / f"{whole_key}.json"
+    whole.write_text(json.dumps(rows))
     forbid_computing(monkeypatch)
     runner.run()
-    assert runner.cell_path(cell).is_file() and runner.attack_cell_path(target).is_file()
+    assert runner.cell_path(cell).is_file() and all(part.is_file() for part in parts)
+    assert not whole.exists()
     again = pd.read_csv(copy / "attacks.csv", dtype={"forgotten": str, "predicted": str})
     pd.testing.assert_frame_equal(table, again)
 
@@ -297,8 +349,8 @@ def test_prototype_pictures_first_all_or_none(finished_run, tmp_path: Path) -> N
     assert not (tmp_path / "none" / "prototypes").exists()
     # Pictures are presentation: the setting leaves every stored result's key alone.
     cell = AttackCell("digits", 0, "retrain", (3,))
-    key = every.attack_cell_path(cell).name
-    assert runner("first", "all").attack_cell_path(cell).name == key
+    key = every.attack_cell_path(cell, "invert-white").name
+    assert runner("first", "all").attack_cell_path(cell, "invert-white").name == key
 
 
 def test_bad_prototypes_setting_is_one_clear_error(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ GRID = {
 }
 UNLEARNING_CELLS = 3 * 3
 ATTACK_TARGETS = 3 * 3 + 3  # every unlearned model, plus the original once per forget set
+ATTACK_CELLS = ATTACK_TARGETS * len(GRID["attacks"])  # one file per (target, attack)
 KEYS = {
     "unlearning.csv": ["method", "forgotten", "seed"],
     # The controls all read forgotten "none"; the attacker's classes tell them apart.
@@ -174,13 +175,13 @@ def test_killed_parallel_run_resumes_without_loss_or_duplicates(
             proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
-    assert len(finished) < UNLEARNING_CELLS + ATTACK_TARGETS, "killed too late to test a resume"
+    assert len(finished) < UNLEARNING_CELLS + ATTACK_CELLS, "killed too late to test a resume"
 
     # The rerun: what `labelleak run` does with the same options, on workers already started.
     run_grid(tmp_path, two_workers)
     assert_same_tables(out, serial_run)
     cells = list((out / "cells").rglob("*.json"))
-    assert len(cells) == UNLEARNING_CELLS + ATTACK_TARGETS
+    assert len(cells) == UNLEARNING_CELLS + ATTACK_CELLS
     for path in cells:
         json.loads(path.read_text())  # complete files only
         if path.name in finished:  # cells finished before the kill were not recomputed

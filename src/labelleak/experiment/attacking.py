@@ -9,6 +9,7 @@ runs are the attacker's own models trained on its own data with seeds disjoint f
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -301,25 +302,28 @@ class AttackRunner:
     def run(
         self,
         cell: AttackCell,
+        attacks: Sequence[str] | None = None,
         picture_dir: Path | None = None,
         calibration_dir: Path | None = None,
         every_picture_dir: Path | None = None,
-    ) -> list[dict[str, Any]]:
-        """Every configured attack on one target: one row per (attack, rule).
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``attacks`` (default: every configured one) on one target: per attack, one row per
+        rule.
 
         Inversion attacks' prototypes are drawn into ``picture_dir`` once per (dataset, method),
         and into ``every_picture_dir`` for every target; the shadow scores behind Youden
         thresholds go to ``calibration_dir``.
         """
+        names = list(self.config.attacks if attacks is None else attacks)
         target = self.target_model(cell)
         knowledge = self.knowledge(cell, target)
-        if any("shadows" in self.attack(name).needs() for name in self.config.attacks):
+        if any("shadows" in self.attack(name).needs() for name in names):
             # Shadows are built once per knowledge setting and shared by every attack and
             # target; their training is not charged to the first attack that asks.
             assert knowledge.shadows is not None
             knowledge.shadows()
-        rows = []
-        for name in self.config.attacks:
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for name in names:
             reuse = self.reuse_key(cell, name)
             if reuse is not None and reuse in self._reused:
                 # The row keeps the seconds the one real run took: the cost of the attack.
@@ -334,21 +338,21 @@ class AttackRunner:
                 self.save_prototypes(every_picture_dir, cell, name, results, per_target=True)
             if calibration_dir is not None:
                 self.save_calibration(calibration_dir, cell, name, results)
-            for result in results:
-                rows.append(
-                    {
-                        "dataset": cell.dataset,
-                        "arch": self.config.arch_for(cell.dataset),
-                        "method": cell.method,
-                        "forgotten": format_set(cell.truth),
-                        "seed": cell.seed,
-                        "attack": name,
-                        "rule": result.rule,
-                        "predicted": format_set(result.predicted),
-                        "success": int(result.success(cell.truth)),
-                        "queries": int(result.queries),
-                        "seconds": round(seconds, 4),
-                        "attacker_classes": format_set(knowledge.attacker_classes or ()),
-                    }
-                )
+            rows[name] = [
+                {
+                    "dataset": cell.dataset,
+                    "arch": self.config.arch_for(cell.dataset),
+                    "method": cell.method,
+                    "forgotten": format_set(cell.truth),
+                    "seed": cell.seed,
+                    "attack": name,
+                    "rule": result.rule,
+                    "predicted": format_set(result.predicted),
+                    "success": int(result.success(cell.truth)),
+                    "queries": int(result.queries),
+                    "seconds": round(seconds, 4),
+                    "attacker_classes": format_set(knowledge.attacker_classes or ()),
+                }
+                for result in results
+            ]
         return rows

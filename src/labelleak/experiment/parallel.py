@@ -142,7 +142,7 @@ def run_task(task: GridTask) -> int:
                 computed += 1
     elif task.phase == ATTACK:
         for cell in task.cells:
-            if not runner.attack_cell_path(cell).is_file():
+            if runner.missing_attacks(cell):
                 runner.finish_attack_cell(cell, picture=cell in task.pictured)
                 computed += 1
     else:
@@ -496,9 +496,10 @@ def prototype_targets(targets: Sequence[AttackCell], mode: str = "first") -> set
     return set(first.values())
 
 
-def needs_shadows(runner: ExperimentRunner) -> bool:
-    """Whether any configured attack needs the attacker's shadow models."""
-    return any("shadows" in runner.attacker.attack(name).needs() for name in runner.config.attacks)
+def needs_shadows(runner: ExperimentRunner, todo: Sequence[AttackCell]) -> bool:
+    """Whether an attack still to run on one of the ``todo`` targets needs shadow models."""
+    missing = {name for cell in todo for name in runner.missing_attacks(cell)}
+    return any("shadows" in runner.attacker.attack(name).needs() for name in missing)
 
 
 def attack_groups(
@@ -565,13 +566,13 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
     }
     todo = [cell for cell in cells if not runner.cell_path(cell).is_file()]
     targets = runner.attack_cells(cells) if config.attacks else []
-    attack_todo = [cell for cell in targets if not runner.attack_cell_path(cell).is_file()]
+    attack_todo = [cell for cell in targets if runner.missing_attacks(cell)]
     try:
         # A: every original some missing cell needs, once each, and the shadow models of every
         # knowledge setting with a missing attack cell (originals first: they take longest).
         pairs = list(dict.fromkeys((c.dataset, c.seed) for c in [*todo, *attack_todo]))
         originals = [GridTask(ORIGINALS, cells=(pair,), **common) for pair in pairs]
-        shadowed = needs_shadows(runner)
+        shadowed = needs_shadows(runner, attack_todo)
         groups = attack_groups(runner, attack_todo, shadowed)
         shadows = (
             [GridTask(SHADOWS, cells=tuple(group), **common) for group in groups]

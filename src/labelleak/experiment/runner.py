@@ -133,53 +133,90 @@ class ExperimentRunner:
         self.progress = progress
         # The CSVs are rebuilt after every finished cell from every cell's path: without this
         # memo each rebuild would re-hash the whole config once per cell of the grid.
-        self._keys: dict[tuple[Cell | AttackCell, bool], str] = {}
+        self._keys: dict[tuple[Cell | AttackCell, str | None], str] = {}
         # Each original's per-sample test hits, by model key: every cell reports the original's
         # accuracies beside its own, and predicting the test set costs ~0.7 s on full MNIST.
         self._original_hits: dict[str, torch.Tensor] = {}
 
     def cell_path(self, cell: Cell) -> Path:
-        return self.cells_dir / f"{self._cell_key(cell, with_attacks=False)}.json"
+        return self.cells_dir / f"{self._cell_key(cell)}.json"
 
-    def attack_cell_path(self, cell: AttackCell) -> Path:
-        return self.attack_cells_dir / f"{self._cell_key(cell, with_attacks=True)}.json"
+    def attack_cell_path(self, cell: AttackCell, attack: str) -> Path:
+        """Where one attack's rows on one target are stored."""
+        return self.attack_cells_dir / f"{self._cell_key(cell, attack)}.json"
 
-    def _cell_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
-        if (cell, with_attacks) not in self._keys:
-            self._keys[cell, with_attacks] = self._compute_key(cell, with_attacks)
-        return self._keys[cell, with_attacks]
+    def missing_attacks(self, cell: AttackCell) -> list[str]:
+        """The configured attacks not yet run on target ``cell``, in config order."""
+        return [
+            name for name in self.config.attacks if not self.attack_cell_path(cell, name).is_file()
+        ]
 
-    def _compute_key(self, cell: Cell | AttackCell, with_attacks: bool) -> str:
+    def _cell_key(self, cell: Cell | AttackCell, attack: str | None = None) -> str:
+        if (cell, attack) not in self._keys:
+            self._keys[cell, attack] = self._compute_key(cell, attack)
+        return self._keys[cell, attack]
+
+    def _compute_key(self, cell: Cell | AttackCell, attack: str | None = None) -> str:
         # Resolved settings (defaults included) and the artifact version are part of the key,
         # so a result computed under other defaults or older code is never reused. The grid's
         # shape is not (the cell names its own dataset, seed and forget set): adding a seed or
-        # a forget set to a finished grid computes only the new cells.
+        # a forget set to a finished grid computes only the new cells. An attack cell holds one
+        # attack, keyed by only the settings that reach it: adding an attack to a finished grid,
+        # or changing the unrelated data, recomputes only the attacks concerned.
         extra: dict[str, str | None] = {}
-        if with_attacks:
-            # Shadow runs unlearn with the grid's methods, so every method counts here.
-            methods = self._resolved_methods(self.config.methods)
-            excluded = {"device", "prototypes", *GRID_SHAPE}
+        excluded = {"device", "methods", "method_params", *GRID_SHAPE}
+        own_method = [] if cell.method == "original" else [cell.method]
+        if attack is None:
+            excluded |= set(ATTACK_SETTINGS)
+            attacks: dict[str, dict[str, Any]] = {}
+            methods = self._resolved_methods(own_method)
         else:
-            assert isinstance(cell, Cell)
-            methods = self._resolved_methods([cell.method])
-            excluded = {"device", "methods", "method_params", *ATTACK_SETTINGS, *GRID_SHAPE}
-            # The other methods still shape the original every cell starts from (or reports):
-            # it is trained with a recorder when one of them needs it. Keys made with amnesiac's
-            # recorder, the case of every grid stored so far, carry no marker.
-            if self.pipeline.record_for != "amnesiac":
-                extra["original"] = self.pipeline.record_for
-        return self._hash_key(cell, with_attacks, methods, excluded, **extra)
+            needs = self.attacker.attack(attack).needs()
+            excluded |= {"attacks", "attack_params", "prototypes"}
+            if "unrelated_data" not in needs:
+                excluded |= {"unrelated", "unrelated_count"}
+            if "shadows" in needs:
+                # Shadow runs unlearn with the grid's methods, so every method counts.
+                methods = self._resolved_methods(self.config.methods)
+            else:
+                excluded |= {"shadow_methods", "shadow_singles", "shadow_pairs"}
+                methods = self._resolved_methods(own_method)
+            attacks = {attack: self._attack_key_params(attack)}
+            extra["attack"] = attack
+        # The other methods still shape the original every cell starts from (or reports): it is
+        # trained with a recorder when one of them needs it. Keys made with amnesiac's recorder,
+        # the case of every grid stored so far, carry no marker.
+        if self.pipeline.record_for != "amnesiac":
+            extra["original"] = self.pipeline.record_for
+        return self._hash_key(cell, attack is not None, methods, excluded, attacks, **extra)
+
+    def _attack_key_params(self, name: str) -> dict[str, Any]:
+        return make_attack_config(name, self.config.attack_params.get(name)).key_params()
+
+    def _target_key(self, cell: AttackCell) -> str:
+        """The key of the file that held every attack's rows on one target before each attack
+        got its own (see :meth:`adopt_legacy_cells`)."""
+        methods = self._resolved_methods(self.config.methods)
+        excluded = {"device", "prototypes", *GRID_SHAPE}
+        attacks = {name: self._attack_key_params(name) for name in self.config.attacks}
+        return self._hash_key(cell, True, methods, excluded, attacks)
 
     def _legacy_keys(self, cell: Cell | AttackCell, with_attacks: bool) -> list[str]:
         """Keys this cell had before keys left out the grid's shape: the whole config (seed
         list and forget sets included) was hashed, so a grid run with these seeds, or with this
-        cell's seed alone, stored it under one of these."""
+        cell's seed alone, stored it under one of these (an attacked target: every attack's
+        rows in one file)."""
         methods = self._resolved_methods(self.config.methods)
         excluded = {"device", "prototypes"} if with_attacks else {"device", *ATTACK_SETTINGS}
+        attacks = (
+            {name: self._attack_key_params(name) for name in self.config.attacks}
+            if with_attacks
+            else {}
+        )
         keys = []
         for seeds in (self.config.seeds, [cell.seed]):
             config = self.config.model_copy(update={"seeds": seeds})
-            keys.append(self._hash_key(cell, with_attacks, methods, excluded, config))
+            keys.append(self._hash_key(cell, with_attacks, methods, excluded, attacks, config))
         return list(dict.fromkeys(keys))
 
     def _resolved_methods(self, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -197,19 +234,16 @@ class ExperimentRunner:
         with_attacks: bool,
         methods: dict[str, dict[str, Any]],
         excluded: set[str],
+        attacks: dict[str, dict[str, Any]],
         config: ExperimentConfig | None = None,
         **extra: str | None,
     ) -> str:
         config = config or self.config
-        attacks = {
-            name: make_attack_config(name, config.attack_params.get(name)).key_params()
-            for name in config.attacks
-        }
         return content_hash(
             {
                 "cell": [repr(cell)],
                 "config": config.model_dump(mode="json", exclude=excluded),
-                "resolved": {"methods": methods, "attacks": attacks if with_attacks else {}},
+                "resolved": {"methods": methods, "attacks": attacks},
                 "version": [
                     ARTIFACT_VERSION,
                     labelleak.__version__,
@@ -221,22 +255,40 @@ class ExperimentRunner:
         )
 
     def adopt_legacy_cells(self, cells: list[Cell]) -> int:
-        """Move finished cells stored under a legacy key (see :meth:`_legacy_keys`) to their
-        current key, so a grid finished before the change is not recomputed; returns how many
-        moved. Each move is one atomic rename."""
+        """Move finished cells stored under a legacy key to their current key, so a grid
+        finished before a key change is not recomputed; returns how many files were adopted.
+
+        An unlearning cell under a key that hashed the grid's shape (see :meth:`_legacy_keys`)
+        is renamed, atomically. An attacked target stored whole (every attack's rows in one
+        file, under :meth:`_target_key` or a legacy key) is split into one file per attack,
+        each written atomically, and removed once every part is in place.
+        """
         moved = 0
-        pairs: list[tuple[Cell | AttackCell, bool, Path]] = [
-            (cell, False, self.cell_path(cell)) for cell in cells
-        ]
-        if self.config.attacks:
-            pairs += [(c, True, self.attack_cell_path(c)) for c in self.attack_cells(cells)]
-        for cell, with_attacks, path in pairs:
+        for cell in cells:
+            path = self.cell_path(cell)
             if path.is_file():
                 continue
-            for key in self._legacy_keys(cell, with_attacks):
+            for key in self._legacy_keys(cell, False):
                 legacy = path.with_name(f"{key}.json")
                 if legacy.is_file():
                     legacy.replace(path)
+                    moved += 1
+                    break
+        if not self.config.attacks:
+            return moved
+        for target in self.attack_cells(cells):
+            missing = self.missing_attacks(target)
+            if not missing:
+                continue
+            for key in [self._target_key(target), *self._legacy_keys(target, True)]:
+                whole = self.attack_cells_dir / f"{key}.json"
+                if whole.is_file():
+                    rows = json.loads(whole.read_text())
+                    for name in missing:
+                        part = [row for row in rows if row["attack"] == name]
+                        if part:
+                            write_text_atomic(self.attack_cell_path(target, name), json.dumps(part))
+                    whole.unlink()
                     moved += 1
                     break
         return moved
@@ -297,16 +349,19 @@ class ExperimentRunner:
         release_free_memory()
 
     def finish_attack_cell(self, cell: AttackCell, picture: bool) -> None:
-        """Attack one target and write its rows atomically; ``picture`` draws its prototypes
+        """Run the attacks not yet run on one target and write each one's rows atomically;
+        ``picture`` draws its prototypes
         into ``DIR/prototypes/`` (with ``prototypes: all`` every target's go to ``all/``)."""
         folder = self.out_dir / "prototypes"
         rows = self.attacker.run(
             cell,
+            self.missing_attacks(cell),
             picture_dir=folder if picture else None,
             calibration_dir=self.out_dir / "calibration",
             every_picture_dir=folder / "all" if self.config.prototypes == "all" else None,
         )
-        write_text_atomic(self.attack_cell_path(cell), json.dumps(rows))
+        for name, part in rows.items():
+            write_text_atomic(self.attack_cell_path(cell, name), json.dumps(part))
         release_free_memory()
 
     def attack_cells(self, cells: list[Cell]) -> list[AttackCell]:
@@ -324,7 +379,7 @@ class ExperimentRunner:
         from labelleak.experiment.parallel import prototype_targets
 
         targets = self.attack_cells(cells)
-        todo = [cell for cell in targets if not self.attack_cell_path(cell).is_file()]
+        todo = [cell for cell in targets if self.missing_attacks(cell)]
         # The first target of each (dataset, method) in grid order draws the prototypes, as in a
         # parallel run, so the pictures do not depend on how the run was split or resumed.
         pictured = prototype_targets(targets, self.config.prototypes)
@@ -339,7 +394,9 @@ class ExperimentRunner:
 
     def write_attack_table(self, targets: list[AttackCell]) -> pd.DataFrame:
         """Rebuild ``attacks.csv`` from the finished attack cells, in grid order."""
-        paths = [self.attack_cell_path(cell) for cell in targets]
+        paths = [
+            self.attack_cell_path(cell, name) for cell in targets for name in self.config.attacks
+        ]
         return self._rebuild_csv(paths, "attacks.csv", ATTACK_COLUMNS)
 
     def run_cell(self, cell: Cell) -> dict[str, Any]:
