@@ -60,6 +60,37 @@ def test_unusable_sources_are_refused() -> None:
         unrelated_images("noise", digits, count=0)
 
 
+def test_a_mixture_splits_the_images_evenly_among_its_sources() -> None:
+    digits = load_dataset("digits")
+    mixed = unrelated_images("noise+patches", digits, count=15, seed=2)
+    assert mixed.shape == (15, 1, 8, 8)
+    # Each part is what its source alone draws; the first source takes the odd image.
+    assert torch.equal(mixed[:8], unrelated_images("noise", digits, count=8, seed=2))
+    assert torch.equal(mixed[8:], unrelated_images("patches", digits, count=7, seed=2))
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("noise+noise", "distinct sources"),
+        ("noise+", "distinct sources"),
+        ("noise+imagenet", "unknown unrelated data 'imagenet'"),
+        ("patches+digits", "another dataset"),
+    ],
+)
+def test_a_bad_mixture_is_one_clear_error(source: str, message: str) -> None:
+    with pytest.raises(LabelleakError, match=message):
+        unrelated_images(source, load_dataset("digits"), count=10)
+
+
+def test_a_bad_mixture_fails_when_the_config_is_checked() -> None:
+    from labelleak.experiment.config import parse_config, validate_config
+
+    with pytest.raises(LabelleakError, match="distinct sources"):
+        validate_config(parse_config({"dataset": "digits", "unrelated": "noise++patches"}))
+    validate_config(parse_config({"dataset": "digits", "unrelated": "noise+patches"}))
+
+
 def test_a_sibling_dataset_of_another_shape_is_refused() -> None:
     if not (SHARED / "mnist.npz").is_file():
         pytest.skip("../shared/data/mnist.npz not found: real-data test skipped")

@@ -8,7 +8,10 @@ Sources:
 * ``patches``: random crops of scikit-learn's two bundled photographs, area-resized to the input
   shape (grey when the target is grey) -- natural-image statistics with nothing to download;
 * ``noise``: uniform noise in ``[0, 1]``, the default for the bundled ``digits`` (it measured
-  better than patches for param-diff there).
+  better than patches for param-diff there);
+* a mixture of several of these joined by ``+`` (``mnist+patches``): the images split evenly
+  among the sources. More varied unrelated images reach more of the target's classes, which is
+  what param-diff's auxiliary head needs (README, "The unrelated data param-diff needs").
 """
 
 from __future__ import annotations
@@ -21,13 +24,29 @@ import torch.nn.functional as F
 
 from labelleak.data.base import ImageDataset
 from labelleak.data.registry import DATASETS, load_dataset
-from labelleak.errors import LabelleakError
+from labelleak.errors import LabelleakError, unknown_choice
 
 GENERATED = ("noise", "patches")
+
+#: Joins the sources of a mixture.
+MIX = "+"
 
 
 def unrelated_choices() -> list[str]:
     return [*GENERATED, *DATASETS]
+
+
+def unrelated_sources(source: str) -> list[str]:
+    """The sources ``source`` names (one, or a ``+``-joined mixture), or a clear error."""
+    parts = source.split(MIX)
+    if any(not part for part in parts) or len(set(parts)) != len(parts):
+        raise LabelleakError(
+            f"unrelated data {source!r}: join distinct sources with '+', e.g. 'mnist+patches'"
+        )
+    for part in parts:
+        if part not in unrelated_choices():
+            raise unknown_choice("unrelated data", part, unrelated_choices())
+    return parts
 
 
 def _photo_patches(
@@ -68,20 +87,31 @@ def unrelated_images(
     """``count`` images ``(count, C, H, W)`` in ``[0, 1]`` from ``source`` for ``target``'s shape.
 
     A dataset source must have exactly the target's input shape; it may not be the target's own
-    dataset (that would not be unrelated).
+    dataset (that would not be unrelated). A mixture (``a+b``) holds ``count`` images in all,
+    split evenly in the order named (the first sources take the remainder), each part drawn as
+    that source alone would draw it with the same seed.
     """
     if count < 1:
         raise LabelleakError(f"unrelated_count must be at least 1, got {count}")
+    parts = unrelated_sources(source)
+    if len(parts) > 1:
+        if count < len(parts):
+            raise LabelleakError(
+                f"unrelated_count {count} is too small to mix {len(parts)} sources"
+            )
+        shares = [count // len(parts) + (i < count % len(parts)) for i in range(len(parts))]
+        return torch.cat(
+            [
+                unrelated_images(part, target, count=share, seed=seed, data_dir=data_dir)
+                for part, share in zip(parts, shares, strict=True)
+            ]
+        )
     generator = torch.Generator().manual_seed(seed)
     shape = target.input_shape
     if source == "noise":
         return torch.rand((count, *shape), generator=generator)
     if source == "patches":
         return _photo_patches(count, shape, generator)
-    if source not in DATASETS:
-        raise LabelleakError(
-            f"unknown unrelated data {source!r}; choose one of: {', '.join(unrelated_choices())}"
-        )
     if source == target.name:
         raise LabelleakError(f"unrelated data must come from another dataset than {source!r}")
     other = load_dataset(source, data_dir)

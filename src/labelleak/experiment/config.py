@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 from labelleak.attacks import get_attack_class, make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
 from labelleak.data.splits import validate_forget_classes
-from labelleak.data.unrelated import unrelated_choices
+from labelleak.data.unrelated import unrelated_sources
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models import ARCHITECTURES
 from labelleak.registry import first_error
@@ -68,7 +68,9 @@ class ExperimentConfig(BaseModel):
         "random per target), or which (forgotten ones are dropped)",
     )
     unrelated: str | None = Field(
-        None, description="unrelated data: a dataset name, patches or noise; None = default"
+        None,
+        description="unrelated data: a dataset name, patches, noise, or several joined by '+' "
+        "(e.g. mnist+patches, images split evenly); None = the dataset's sibling",
     )
     unrelated_count: int = Field(2000, ge=1, description="unrelated images the attacker holds")
     shadow_methods: Literal["all", "same"] | list[str] = Field(
@@ -208,8 +210,8 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
     if isinstance(config.shadow_methods, list):
         for method in config.shadow_methods:
             get_method_class(method)
-    if config.unrelated is not None and config.unrelated not in unrelated_choices():
-        raise unknown_choice("unrelated data", config.unrelated, unrelated_choices())
+    if config.unrelated is not None:
+        unrelated_sources(config.unrelated)
     try:
         for name in config.dataset:
             config.train_config(name)
