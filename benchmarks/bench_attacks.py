@@ -85,8 +85,8 @@ def main() -> int:
     parser.add_argument(
         "--unrelated",
         default=None,
-        help="unrelated data for every dataset (a dataset name, patches or noise; default: each "
-        "dataset's setting above)",
+        help="unrelated data for every dataset (a dataset name, patches, noise or a '+'-joined "
+        "mixture; default: each dataset's setting above)",
     )
     parser.add_argument(
         "--workers",

@@ -88,6 +88,11 @@ def test_a_bad_mixture_fails_when_the_config_is_checked() -> None:
 
     with pytest.raises(LabelleakError, match="distinct sources"):
         validate_config(parse_config({"dataset": "digits", "unrelated": "noise++patches"}))
+    # Too few images to give every source one is found here too, not after the unlearning.
+    with pytest.raises(LabelleakError, match="too small to mix 2 sources"):
+        validate_config(
+            parse_config({"dataset": "digits", "unrelated": "noise+patches", "unrelated_count": 1})
+        )
     validate_config(parse_config({"dataset": "digits", "unrelated": "noise+patches"}))
 
 

@@ -36,8 +36,11 @@ def unrelated_choices() -> list[str]:
     return [*GENERATED, *DATASETS]
 
 
-def unrelated_sources(source: str) -> list[str]:
-    """The sources ``source`` names (one, or a ``+``-joined mixture), or a clear error."""
+def unrelated_sources(source: str, count: int) -> list[str]:
+    """The sources ``source`` names (one, or a ``+``-joined mixture) to draw ``count`` images
+    from in all, or a clear error."""
+    if count < 1:
+        raise LabelleakError(f"unrelated_count must be at least 1, got {count}")
     parts = source.split(MIX)
     if any(not part for part in parts) or len(set(parts)) != len(parts):
         raise LabelleakError(
@@ -46,6 +49,8 @@ def unrelated_sources(source: str) -> list[str]:
     for part in parts:
         if part not in unrelated_choices():
             raise unknown_choice("unrelated data", part, unrelated_choices())
+    if count < len(parts):
+        raise LabelleakError(f"unrelated_count {count} is too small to mix {len(parts)} sources")
     return parts
 
 
@@ -91,14 +96,8 @@ def unrelated_images(
     split evenly in the order named (the first sources take the remainder), each part drawn as
     that source alone would draw it with the same seed.
     """
-    if count < 1:
-        raise LabelleakError(f"unrelated_count must be at least 1, got {count}")
-    parts = unrelated_sources(source)
+    parts = unrelated_sources(source, count)
     if len(parts) > 1:
-        if count < len(parts):
-            raise LabelleakError(
-                f"unrelated_count {count} is too small to mix {len(parts)} sources"
-            )
         shares = [count // len(parts) + (i < count % len(parts)) for i in range(len(parts))]
         return torch.cat(
             [

@@ -211,7 +211,7 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
         for method in config.shadow_methods:
             get_method_class(method)
     if config.unrelated is not None:
-        unrelated_sources(config.unrelated)
+        unrelated_sources(config.unrelated, config.unrelated_count)
     try:
         for name in config.dataset:
             config.train_config(name)

@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 
 import labelleak
-from labelleak.attacks import ATTACKS, make_attack_config
+from labelleak.attacks import ATTACKS
 from labelleak.evaluation import class_accuracies, split_accuracies
 from labelleak.experiment.attacking import (
     ATTACK_COLUMNS,
@@ -191,15 +191,18 @@ class ExperimentRunner:
         return self._hash_key(cell, attack is not None, methods, excluded, attacks, **extra)
 
     def _attack_key_params(self, name: str) -> dict[str, Any]:
-        return make_attack_config(name, self.config.attack_params.get(name)).key_params()
+        return self.attacker.attack(name).config.key_params()
+
+    def _every_attack_key_params(self) -> dict[str, dict[str, Any]]:
+        """What keys that hashed every configured attack's settings held (legacy keys)."""
+        return {name: self._attack_key_params(name) for name in self.config.attacks}
 
     def _target_key(self, cell: AttackCell) -> str:
         """The key of the file that held every attack's rows on one target before each attack
         got its own (see :meth:`adopt_legacy_cells`)."""
         methods = self._resolved_methods(self.config.methods)
         excluded = {"device", "prototypes", *GRID_SHAPE}
-        attacks = {name: self._attack_key_params(name) for name in self.config.attacks}
-        return self._hash_key(cell, True, methods, excluded, attacks)
+        return self._hash_key(cell, True, methods, excluded, self._every_attack_key_params())
 
     def _legacy_keys(self, cell: Cell | AttackCell, with_attacks: bool) -> list[str]:
         """Keys this cell had before keys left out the grid's shape: the whole config (seed
@@ -208,11 +211,7 @@ class ExperimentRunner:
         rows in one file)."""
         methods = self._resolved_methods(self.config.methods)
         excluded = {"device", "prototypes"} if with_attacks else {"device", *ATTACK_SETTINGS}
-        attacks = (
-            {name: self._attack_key_params(name) for name in self.config.attacks}
-            if with_attacks
-            else {}
-        )
+        attacks = self._every_attack_key_params() if with_attacks else {}
         keys = []
         for seeds in (self.config.seeds, [cell.seed]):
             config = self.config.model_copy(update={"seeds": seeds})
@@ -308,9 +307,7 @@ class ExperimentRunner:
         for dataset in dict.fromkeys(cell.dataset for cell in cells):
             input_shape = self.pipeline.splits(dataset).dataset.input_shape
             for name in self.config.attacks:
-                make_attack_config(name, self.config.attack_params.get(name)).check_input(
-                    input_shape
-                )
+                self.attacker.attack(name).config.check_input(input_shape)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out_dir)
         resolved = resolved_config(self.config, self.pipeline)
@@ -350,8 +347,8 @@ class ExperimentRunner:
 
     def finish_attack_cell(self, cell: AttackCell, picture: bool) -> None:
         """Run the attacks not yet run on one target and write each one's rows atomically;
-        ``picture`` draws its prototypes
-        into ``DIR/prototypes/`` (with ``prototypes: all`` every target's go to ``all/``)."""
+        ``picture`` draws its prototypes into ``DIR/prototypes/`` (with ``prototypes: all``
+        every target's go to ``all/``)."""
         folder = self.out_dir / "prototypes"
         rows = self.attacker.run(
             cell,
