@@ -30,6 +30,7 @@ from common import (
     with_sizes,
 )
 
+from labelleak.attacks.inversion import ALL_RULES
 from labelleak.experiment.parallel import make_executor
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import attack_summary, unlearning_summary
@@ -42,6 +43,10 @@ ATTACKS = [
 
 #: The parameter attacks' shadow-free rules (no shadow models to train).
 SHADOW_FREE = {name: {"rules": ["top", "kmeans", "gap"]} for name in ("param-dot", "param-diff")}
+
+#: With --shadow-rules the inversions also report threshold and entropy with levels fit on the
+#: shadow runs (their default rules are shadow-free).
+FITTED_LEVELS = {name: {"rules": list(ALL_RULES)} for name in ("invert-white", "invert-black")}
 
 #: noise-histogram gets invert-black's whole budget (1,000 queries per class, 10 classes), so
 #: the two black-box attacks are compared at equal cost.
@@ -70,8 +75,9 @@ def main() -> int:
     parser.add_argument(
         "--shadow-rules",
         action="store_true",
-        help="also fit youden and tree on shadow runs (trains about 20 shadow models per forget "
-        "set; without it the parameter attacks report top, kmeans and gap only)",
+        help="also fit youden and tree, and the inversions' threshold-fit and entropy-fit levels, "
+        "on shadow runs (trains about 20 shadow models per forget set; without it the parameter "
+        "attacks report top, kmeans and gap only, the inversions their set levels)",
     )
     parser.add_argument(
         "--attacks", nargs="*", default=ATTACKS, help="attacks (none: train, unlearn)"
@@ -137,7 +143,7 @@ def main() -> int:
 def attack_params(given: dict[str, dict], shadow_rules: bool) -> dict[str, dict]:
     """The benchmark's settings (equal budgets; shadow-free rules unless ``shadow_rules``) with
     ``given`` laid over them, attack by attack."""
-    params: dict[str, dict] = {**EQUAL_BUDGET, **({} if shadow_rules else SHADOW_FREE)}
+    params: dict[str, dict] = {**EQUAL_BUDGET, **(FITTED_LEVELS if shadow_rules else SHADOW_FREE)}
     for name, settings in given.items():
         params[name] = {**params.get(name, {}), **settings}
     return params

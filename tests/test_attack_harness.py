@@ -121,6 +121,41 @@ def test_a_shadow_fit_attacks_key_follows_the_method_list(tmp_path: Path) -> Non
     assert key(attack_params=shadow_free, methods=["retrain"]) == key(attack_params=shadow_free)
 
 
+def test_inversion_keys_follow_the_method_list_only_with_fitted_levels(tmp_path: Path) -> None:
+    def key(**changes: object) -> str:
+        grid = {**GRID, "attacks": ["invert-white"], **changes}
+        runner = ExperimentRunner(parse_config(grid), tmp_path, tmp_path)
+        cell = AttackCell("digits", 0, "retrain", (3,))
+        return runner.attack_cell_path(cell, "invert-white").name
+
+    # The default rules need no shadows: listing the default rules keeps the stored key.
+    default_rules = {"invert-white": {"rules": ["threshold", "entropy", "gap", "top"]}}
+    assert key(attack_params=default_rules) == key()
+    assert key(methods=["retrain"]) == key()
+    # Fitted levels come from shadow runs unlearned with the grid's methods.
+    fitted = {"invert-white": {"rules": ["threshold-fit", "top"]}}
+    assert key(attack_params=fitted) != key()
+    assert key(attack_params=fitted, methods=["retrain"]) != key(attack_params=fitted)
+
+
+def test_fitted_inversion_levels_in_a_run(tmp_path: Path) -> None:
+    grid = {
+        **GRID,
+        "methods": ["retrain"],
+        "forget": [3],
+        "attacks": ["invert-white"],
+        "attack_params": {"invert-white": {"steps": 40, "rules": ["threshold-fit", "top"]}},
+        "shadow_singles": 1,
+        "shadow_pairs": 0,
+    }
+    out = tmp_path / "out"
+    ExperimentRunner(parse_config(grid), out, tmp_path / "cache", progress=False).run()
+    table = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+    assert set(table["rule"]) == {"threshold-fit", "top"}
+    target = table[(table["method"] == "retrain") & (table["rule"] == "threshold-fit")]
+    assert target["predicted"].tolist() == ["3"]
+
+
 def test_an_attack_added_to_a_finished_grid_is_the_only_one_run(
     finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -274,7 +309,7 @@ def test_the_control_runs_each_model_only_attack_once(
     assert calls == {"invert-white": 5, "head-bias": 5, "chance": 6}
     table = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})
     control = table[(table["method"] == "original") & (table["attack"] == "invert-white")]
-    assert len(control) == 3 * len(get_attack_class("invert-white").rules)
+    assert len(control) == 3 * len(get_attack_class("invert-white")().rules)
     set_rules = control[control["rule"] != "top"]
     assert set_rules.groupby("rule")["predicted"].nunique().eq(1).all()
     # top names as many classes as the targets beside the control forgot.

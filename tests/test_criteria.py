@@ -154,6 +154,34 @@ def test_fit_level_on_shadows_picks_a_separating_alpha() -> None:
         fit_level("top", shadows, truths, CriteriaConfig())
 
 
+@pytest.mark.parametrize("forgotten", [(4,), (2, 7), (0, 5, 9)])
+def test_levels_fit_on_shadows_name_one_two_or_three_classes(forgotten: tuple[int, ...]) -> None:
+    # Retained classes reach 18-30 nats but class 8 only 9-10 (a hard class); forgotten classes
+    # 3-5. The set level (0.6 of the median) names class 8 too; shadows of the same kind move
+    # the level below it.
+    rng = np.random.default_rng(0)
+
+    def shadow(forget: tuple[int, ...]) -> np.ndarray:
+        c = rng.uniform(18.0, 30.0, K)
+        c[8] = rng.uniform(9.0, 10.0)
+        c[list(forget)] = rng.uniform(3.0, 5.0, len(forget))
+        return c
+
+    shadow_sets = [(), (1,), (3,), (6,), (2, 5), (0, 7, 9), ()]
+    fitted = fit_level("threshold", [shadow(f) for f in shadow_sets], shadow_sets, CriteriaConfig())
+    target = shadow(forgotten)
+    assert threshold_decision(target, fitted.alpha) == forgotten
+    assert threshold_decision(shadow(()), fitted.alpha) == ()
+    assert 8 in threshold_decision(target, alpha=0.6)
+
+
+def test_shadows_that_do_not_tell_levels_apart_keep_the_set_level() -> None:
+    # Every class of these shadows stays below p = 0.5: every level names all of them.
+    shadows = [np.full(K, -2.0) + 0.1 * np.arange(K) for _ in range(3)]
+    config = CriteriaConfig(alpha=0.45)
+    assert fit_level("threshold", shadows, [(), (1,), (2, 3)], config).alpha == 0.45
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.ones((3, 4)) / 4, -np.eye(3), np.full((3, 3), np.nan)],

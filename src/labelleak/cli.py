@@ -221,10 +221,18 @@ def methods() -> None:
 def attacks() -> None:
     """List the attacks and baselines: the knowledge each needs, its rules and settings."""
     from labelleak.attacks import ATTACKS
+    from labelleak.attacks.base import FIT_ON_SHADOWS
 
     for name, cls in ATTACKS.items():
-        needs = ", ".join(sorted(cls.requires)) or "nothing"
-        click.echo(f"{name:<20} needs {needs}; rules {', '.join(cls.rules)}")
+        default = cls()
+        needs = ", ".join(sorted(default.needs())) or "nothing"
+        fitted = [rule for rule in cls.rules if rule in FIT_ON_SHADOWS]
+        if "shadows" not in default.needs() and fitted:
+            needs += f" (and shadow runs for rules {', '.join(fitted)})"
+        click.echo(
+            f"{name:<20} needs {needs}; rules {', '.join(cls.rules)} "
+            f"(by default {', '.join(default.rules)})"
+        )
         if cls.summary:
             click.echo(f"    {cls.summary}")
         for field, info in cls.Config.model_fields.items():

@@ -254,7 +254,7 @@ class Attack:
 
     def needs(self) -> frozenset[str]:
         """The knowledge this instance needs: :attr:`requires`, less what its rules do not use."""
-        if "shadows" in self.requires and not set(self.rules) & set(SHADOW_RULES):
+        if "shadows" in self.requires and not set(self.rules) & set(FIT_ON_SHADOWS):
             return self.requires - {"shadows"}
         return self.requires
 
@@ -266,8 +266,17 @@ class Attack:
         raise NotImplementedError
 
 
-#: Decision rules fit on the attacker's shadow runs (see :mod:`labelleak.attacks.rules`).
+#: The parameter attacks' decision rules fit on the attacker's shadow runs (see
+#: :mod:`labelleak.attacks.rules`).
 SHADOW_RULES = ("youden", "tree")
+
+#: The inversion attacks' threshold and entropy rules with levels fit on shadow runs (see
+#: :mod:`labelleak.attacks.inversion.shadow_levels`).
+FITTED_LEVEL_RULES = ("threshold-fit", "entropy-fit")
+
+#: Every rule of any attack that is fit on shadow runs: an attack whose rules include none of
+#: them does not need shadows.
+FIT_ON_SHADOWS = SHADOW_RULES + FITTED_LEVEL_RULES
 
 ATTACKS: Registry[Attack] = Registry("attack")
 register_attack = ATTACKS.register

@@ -11,6 +11,12 @@ from torch import nn
 from labelleak.errors import LabelleakError
 
 
+def is_finite(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is finite (a shadow that diverged while unlearning
+    is not)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 class ImageClassifier(nn.Module):
     """A classifier split into a feature extractor and one final linear layer.
 

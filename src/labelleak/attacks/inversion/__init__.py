@@ -11,7 +11,15 @@ from labelleak.attacks.inversion.black_box import (
     genetic_inversion,
     query_probabilities,
 )
-from labelleak.attacks.inversion.criteria import RULES, CriteriaConfig, fit_level
+from labelleak.attacks.inversion.criteria import (
+    ALL_RULES,
+    FITTED_RULES,
+    RULES,
+    CriteriaConfig,
+    FittedLevels,
+    fit_level,
+)
+from labelleak.attacks.inversion.shadow_levels import shadow_levels
 from labelleak.attacks.inversion.white_box import (
     GradientInversionConfig,
     Inversion,
@@ -21,10 +29,13 @@ from labelleak.attacks.inversion.white_box import (
 )
 
 __all__ = [
+    "ALL_RULES",
+    "FITTED_RULES",
     "RULES",
     "BlackBoxConfig",
     "BlackBoxInversion",
     "CriteriaConfig",
+    "FittedLevels",
     "GeneticInversion",
     "GradientInversionConfig",
     "Inversion",
@@ -34,4 +45,5 @@ __all__ = [
     "genetic_inversion",
     "invert_classes",
     "query_probabilities",
+    "shadow_levels",
 ]

@@ -30,16 +30,20 @@ from labelleak.attacks.base import (
     AttackResult,
     QueryFunction,
     check_resolution,
+    probabilities_of,
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
-    RULES,
+    ALL_RULES,
     CriteriaConfig,
+    FittedLevels,
     log_odds_from_probs,
     profile_results,
 )
 from labelleak.attacks.inversion.images import upsample
+from labelleak.attacks.inversion.shadow_levels import shadow_levels
 from labelleak.errors import LabelleakError
+from labelleak.models.base import ImageClassifier
 
 #: A row of a probability vector may be off 1 by rounding; more than this is not a probability.
 SUM_TOLERANCE = 1e-3
@@ -239,13 +243,38 @@ class BlackBoxInversion(Attack):
     """A4: genetic-algorithm inversion through output probabilities only (query access)."""
 
     Config = BlackBoxConfig
-    requires = frozenset({"query"})
-    rules = RULES
+    # Shadows only for the fitted rules (Attack.needs drops them otherwise).
+    requires = frozenset({"query", "shadows"})
+    rules = ALL_RULES
     summary = "per-class prototypes by a genetic algorithm over queried probabilities (black box)"
+
+    def levels(self, knowledge: AttackerKnowledge, seed: int) -> FittedLevels | None:
+        """The fitted rules' levels on the attacker's shadows, once per knowledge setting
+        (``None`` when no fitted rule is asked for). The shadows are the attacker's own models:
+        the same search runs on them through their own query counters, not the target's."""
+        if "shadows" not in self.needs():
+            return None
+        runs = knowledge.need("shadows")()
+        config: BlackBoxConfig = self.config  # type: ignore[assignment]
+
+        def invert(model: ImageClassifier) -> tuple[torch.Tensor, torch.Tensor | None]:
+            query = QueryFunction(
+                probabilities_of(model), knowledge.input_shape, knowledge.num_classes
+            )
+            found = genetic_inversion(
+                query, knowledge.num_classes, knowledge.input_shape, config, seed
+            )
+            return found.profiles, found.fitness
+
+        return self.calibrated(knowledge, lambda: shadow_levels(runs, invert, config))
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.levels(knowledge, seed)
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         query = knowledge.need("query")
         config: BlackBoxConfig = self.config  # type: ignore[assignment]
+        fitted = self.levels(knowledge, seed)
         started = time.perf_counter()
         before = query.queries
         found = genetic_inversion(query, knowledge.num_classes, knowledge.input_shape, config, seed)
@@ -265,4 +294,5 @@ class BlackBoxInversion(Attack):
             details,
             found.fitness,
             knowledge.forget_count,
+            fitted,
         )

@@ -35,18 +35,23 @@ assume that fewer than half of the classes were forgotten, so the median class i
   rest, while a forgotten class that still reaches a fair confidence (neg-grad) does.
 * ``top``: the classes with the lowest log-odds, as many as the attacker is told were forgotten.
 
-:func:`fit_level` picks ``alpha`` or ``entropy_alpha`` on the attacker's own shadow runs instead.
+* ``threshold-fit`` and ``entropy-fit``: ``threshold`` and ``entropy`` with ``alpha`` and
+  ``entropy_alpha`` fit on the attacker's own shadow runs (:func:`fit_level`, called by
+  :mod:`labelleak.attacks.inversion.shadow_levels`) instead of set. Asked for through ``rules``,
+  they make the attack train and invert shadow models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from labelleak.attacks.base import AttackConfig, AttackResult
+from labelleak.attacks.base import FITTED_LEVEL_RULES, AttackConfig, AttackResult
 from labelleak.attacks.rules import largest_break, top_classes
 from labelleak.errors import LabelleakError
 
@@ -56,8 +61,15 @@ TINY = 1e-300
 #: 1.4826 * MAD estimates a standard deviation for normally distributed values.
 MAD_TO_SIGMA = 1.4826
 
-#: The decision rules an inversion attack reports, in order.
+#: The decision rules an inversion attack reports by default, in order.
 RULES = ("threshold", "entropy", "gap", "top")
+
+#: ``threshold`` and ``entropy`` with levels fit on the attacker's shadow runs (opt-in: they
+#: need shadow models trained and inverted).
+FITTED_RULES = FITTED_LEVEL_RULES
+
+#: Every rule an inversion attack can report.
+ALL_RULES = RULES + FITTED_RULES
 
 
 GAP_LEVEL_HELP = (
@@ -68,6 +80,16 @@ GAP_LEVEL_HELP = (
 
 class CriteriaConfig(AttackConfig):
     """Levels of the decision rules (mixed into the attacks' configs); no target truth needed."""
+
+    added_later: ClassVar[dict[str, object]] = {"rules": RULES}
+
+    rules: tuple[str, ...] = Field(
+        RULES,
+        min_length=1,
+        description="rules to report, among threshold, entropy, gap, top, threshold-fit and "
+        "entropy-fit (the last two fit their levels on the attacker's shadow runs, which are "
+        "then trained and inverted with the same search)",
+    )
 
     cap: float = Field(
         25.0,
@@ -98,6 +120,16 @@ class CriteriaConfig(AttackConfig):
         "other steps between neighbouring classes' capped log-odds",
     )
     gap_level: float = Field(0.4, ge=0, description=GAP_LEVEL_HELP)
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [rule for rule in rules if rule not in ALL_RULES]
+        if unknown:
+            raise ValueError(f"unknown rule {unknown[0]!r}; choose among {', '.join(ALL_RULES)}")
+        if len(set(rules)) != len(rules):
+            raise ValueError("each rule may be listed once")
+        return rules
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -229,23 +261,47 @@ def _scores(values: np.ndarray) -> np.ndarray:
     return s
 
 
+@dataclass(frozen=True)
+class FittedLevels:
+    """``threshold-fit``'s ``alpha`` and ``entropy-fit``'s ``entropy_alpha`` (the set rules'
+    forms), fit on ``shadows`` usable shadow runs by :func:`fit_level`."""
+
+    alpha: float
+    entropy_alpha: float
+    shadows: int
+
+
+def profile_measures(
+    profiles: torch.Tensor | np.ndarray,
+    log_odds: torch.Tensor | np.ndarray | None,
+    cap: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two per-class measures ``(K,)`` the rules read: own-class log-odds (nats; from
+    ``log_odds`` when exact logits are known, else from ``profiles`` ``(K, K)``) and row
+    log-entropies floored at ``-cap``."""
+    c = own_class_log_odds(profiles) if log_odds is None else _as_numpy(log_odds)
+    log_h = np.maximum(np.log(row_entropy(profiles) + TINY), -cap)
+    return c, log_h
+
+
 def profile_decisions(
     profiles: torch.Tensor | np.ndarray,
     config: CriteriaConfig,
     log_odds: torch.Tensor | np.ndarray | None = None,
     count: int = 1,
+    fitted: FittedLevels | None = None,
 ) -> dict[str, tuple[tuple[int, ...], np.ndarray]]:
     """Every rule's ``(predicted classes, scores (K,))``; scores are higher = more forgotten.
 
     ``profiles`` ``(K, K)`` are probabilities; ``log_odds`` ``(K,)`` may be given when exact
     logits are known (white box), else they are computed from ``profiles``. Threshold and top
     scores are minus the capped log-odds; entropy scores are the floored log-entropies. ``top``
-    names the ``count`` classes with the lowest log-odds.
+    names the ``count`` classes with the lowest log-odds. With ``fitted`` (levels fit on shadow
+    runs) the ``threshold-fit`` and ``entropy-fit`` rules are added.
     """
-    c = own_class_log_odds(profiles) if log_odds is None else _as_numpy(log_odds)
-    log_h = np.maximum(np.log(row_entropy(profiles) + TINY), -config.cap)
+    c, log_h = profile_measures(profiles, log_odds, config.cap)
     capped = -np.minimum(c, config.cap)
-    return {
+    decisions = {
         "threshold": (threshold_decision(c, config.alpha, config.cap), capped),
         "entropy": (
             entropy_decision(log_h, config.entropy_alpha, config.cap),
@@ -255,6 +311,13 @@ def profile_decisions(
         # Uncapped, so ties between saturated classes still break by the finer value.
         "top": (top_classes(-c, count), -c),
     }
+    if fitted is not None:
+        decisions["threshold-fit"] = (threshold_decision(c, fitted.alpha, config.cap), capped)
+        decisions["entropy-fit"] = (
+            entropy_decision(log_h, fitted.entropy_alpha, config.cap),
+            log_h,
+        )
+    return decisions
 
 
 def fit_level(
@@ -269,7 +332,10 @@ def fit_level(
     ``measures[i]`` ``(K,)`` are one shadow target's log-odds (threshold) or log-entropies
     (entropy) from the same inversion the attack runs; ``truths[i]`` are the classes the attacker
     itself made that shadow forget (``()`` for a never-unlearned shadow). The level maximising
-    exact identification wins; ties go to the middle of the best levels.
+    exact identification wins; ties go to the middle of the best levels. Where every level names
+    the shadows equally well (their prototypes do not tell the levels apart, e.g. a short search
+    that leaves every class of a small shadow model below ``p = 0.5``), ``config``'s set level
+    is kept.
     """
     if not measures or len(measures) != len(truths):
         raise LabelleakError("fitting a level needs one truth per shadow measure, at least one")
@@ -293,6 +359,8 @@ def fit_level(
         sum(named(m, lvl) == tuple(sorted(t)) for m, t in zip(measures, truths, strict=True))
         for lvl in grid
     ]
+    if len(set(hits)) == 1:
+        return config
     best = [lvl for lvl, h in zip(grid, hits, strict=True) if h == max(hits)]
     return config.model_copy(update={field: float(best[len(best) // 2])})
 
@@ -306,10 +374,18 @@ def profile_results(
     details: dict[str, object],
     log_odds: torch.Tensor | None = None,
     count: int = 1,
+    fitted: FittedLevels | None = None,
 ) -> list[AttackResult]:
-    """One :class:`AttackResult` per rule in :data:`RULES` from prototype profiles ``(K, K)``;
-    ``top`` names ``count`` classes."""
-    decisions = profile_decisions(profiles, config, log_odds, count)
+    """One :class:`AttackResult` per rule in ``config.rules`` from prototype profiles
+    ``(K, K)``; ``top`` names ``count`` classes; the fitted rules read ``fitted``'s levels."""
+    missing = set(config.rules) & set(FITTED_RULES) if fitted is None else set()
+    if missing:
+        raise LabelleakError(
+            f"rules {', '.join(sorted(missing))} need levels fit on the attacker's shadow runs"
+        )
+    decisions = profile_decisions(profiles, config, log_odds, count, fitted)
+    if fitted is not None:
+        details = {**details, "fitted_levels": fitted}
     return [
         AttackResult(
             attack=attack,
@@ -320,5 +396,5 @@ def profile_results(
             seconds=seconds,
             details=details,
         )
-        for rule in RULES
+        for rule in config.rules
     ]

@@ -28,14 +28,17 @@ from labelleak.attacks.base import (
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
+    ALL_RULES,
     GAP_LEVEL_HELP,
-    RULES,
     CriteriaConfig,
+    FittedLevels,
     log_odds_from_logits,
     profile_results,
 )
 from labelleak.attacks.inversion.images import upsample
+from labelleak.attacks.inversion.shadow_levels import shadow_levels
 from labelleak.errors import LabelleakError
+from labelleak.models.base import ImageClassifier
 
 
 class GradientInversionConfig(AttackConfig):
@@ -194,32 +197,60 @@ class WhiteBoxConfig(GradientInversionConfig, CriteriaConfig):
 
 @register_attack("invert-white")
 class WhiteBoxInversion(Attack):
-    """A3: gradient inversion through the target; decisions by threshold, entropy, top rank."""
+    """A3: gradient inversion through the target; decisions by threshold, entropy, gap, top
+    (and, asked for, threshold and entropy with levels fit on shadow runs)."""
 
     Config = WhiteBoxConfig
-    requires = frozenset({"white_box"})
-    rules = RULES
+    # Shadows only for the fitted rules (Attack.needs drops them otherwise).
+    requires = frozenset({"white_box", "shadows"})
+    rules = ALL_RULES
     summary = "per-class prototypes by gradient inversion of the target (white box, no data)"
+
+    def invert(
+        self, model: ImageClassifier, num_classes: int, input_shape: tuple[int, int, int], seed: int
+    ) -> tuple[Inversion, torch.Tensor, torch.Tensor]:
+        """The inversion of ``model``, its profiles ``(K, K)`` (float64 probabilities) and
+        own-class log-odds ``(K,)`` (nats, from the exact logits)."""
+        config: WhiteBoxConfig = self.config  # type: ignore[assignment]
+        inversion = invert_classes(model, num_classes, input_shape, config, seed)
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            logits = model(inversion.prototypes.to(device)).double().cpu()
+        if logits.shape != (num_classes, num_classes):
+            raise LabelleakError(
+                f"the target returned outputs of shape {tuple(logits.shape)} for "
+                f"{num_classes} prototypes; expected ({num_classes}, {num_classes}) logits"
+            )
+        # Float64 softmax keeps the small probabilities that carry the signal when p -> 1.
+        profiles = torch.softmax(logits, dim=1)
+        return inversion, profiles, log_odds_from_logits(logits, torch.arange(num_classes))
+
+    def levels(self, knowledge: AttackerKnowledge, seed: int) -> FittedLevels | None:
+        """The fitted rules' levels on the attacker's shadows, once per knowledge setting
+        (``None`` when no fitted rule is asked for)."""
+        if "shadows" not in self.needs():
+            return None
+        runs = knowledge.need("shadows")()
+
+        def invert(model: ImageClassifier) -> tuple[torch.Tensor, torch.Tensor | None]:
+            _, profiles, log_odds = self.invert(
+                model, knowledge.num_classes, knowledge.input_shape, seed
+            )
+            return profiles, log_odds
+
+        return self.calibrated(knowledge, lambda: shadow_levels(runs, invert, self.config))
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.levels(knowledge, seed)
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         model = knowledge.need("white_box")
         config: WhiteBoxConfig = self.config  # type: ignore[assignment]
+        fitted = self.levels(knowledge, seed)
         started = time.perf_counter()
-        inversion = invert_classes(
-            model, knowledge.num_classes, knowledge.input_shape, config, seed
+        inversion, profiles, log_odds = self.invert(
+            model, knowledge.num_classes, knowledge.input_shape, seed
         )
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            logits = model(inversion.prototypes.to(device)).double().cpu()
-        if logits.shape != (knowledge.num_classes, knowledge.num_classes):
-            raise LabelleakError(
-                f"the target returned outputs of shape {tuple(logits.shape)} for "
-                f"{knowledge.num_classes} prototypes; expected ({knowledge.num_classes}, "
-                f"{knowledge.num_classes}) logits"
-            )
-        # Float64 softmax keeps the small probabilities that carry the signal when p -> 1.
-        profiles = torch.softmax(logits, dim=1)
-        log_odds = log_odds_from_logits(logits, torch.arange(knowledge.num_classes))
         details = {
             "prototypes": inversion.prototypes,
             "profiles": profiles,
@@ -229,5 +260,13 @@ class WhiteBoxInversion(Attack):
         }
         seconds = time.perf_counter() - started
         return profile_results(
-            self.name, profiles, config, 0, seconds, details, log_odds, knowledge.forget_count
+            self.name,
+            profiles,
+            config,
+            0,
+            seconds,
+            details,
+            log_odds,
+            knowledge.forget_count,
+            fitted,
         )

@@ -43,7 +43,7 @@ from labelleak.attacks.rules import (
     to_results,
 )
 from labelleak.errors import LabelleakError
-from labelleak.models.base import ImageClassifier, linear_head
+from labelleak.models.base import ImageClassifier, is_finite, linear_head
 from labelleak.training import TrainConfig, predict_logits, train_model
 from labelleak.unlearning import UnlearningTask, build_method, get_method_class
 
@@ -69,11 +69,6 @@ class AuxiliaryHead:
     def mean_feature(self) -> np.ndarray:
         """``(D,)`` the mean target feature of the head's training data."""
         return self.sample_features.mean(axis=0)
-
-
-def is_finite(model: nn.Module) -> bool:
-    """Whether every parameter of ``model`` is finite (a diverged shadow is not)."""
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def classifier_params(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
