@@ -317,3 +317,15 @@ def test_killed_run_resumes_to_the_same_results(tmp_path) -> None:
         capture_output=True,
     )  # fmt: skip
     assert (fresh / "unlearning.csv").read_text() == (out / "unlearning.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid(path: Path, tmp_path: Path) -> None:
+    from labelleak.attacks import ATTACKS
+    from labelleak.experiment.config import load_config, validate_config
+
+    # Validated as `labelleak run` does, with an existing folder standing in for the data.
+    config = load_config(path, {"data_dir": str(tmp_path)})
+    validate_config(config, {name for name, _ in ATTACKS.items()})
