@@ -154,6 +154,17 @@ def test_fitted_inversion_levels_in_a_run(tmp_path: Path) -> None:
     assert set(table["rule"]) == {"threshold-fit", "top"}
     target = table[(table["method"] == "retrain") & (table["rule"] == "threshold-fit")]
     assert target["predicted"].tolist() == ["3"]
+    # The level fit for the knowledge setting is on disk, beside (not among) the ROC scores the
+    # report reads.
+    (levels,) = sorted((out / "calibration" / "levels").glob("*.csv"))
+    fitted = pd.read_csv(levels)
+    assert list(fitted.columns) == ["dataset", "attack", "knowledge", "rule", "level", "shadows"]
+    assert fitted["rule"].tolist() == ["threshold-fit", "entropy-fit"]
+    assert fitted["shadows"].eq(2).all() and fitted["level"].between(0, 1).all()
+    assert not list((out / "calibration").glob("*.csv"))
+    from labelleak.report import build_report
+
+    build_report([out], out)
 
 
 def test_an_attack_added_to_a_finished_grid_is_the_only_one_run(

@@ -82,6 +82,19 @@ class AttackCell:
         return () if self.method == "original" else self.gap
 
 
+def _write_once(path: Path, frame: pd.DataFrame, dataset: str, attack: str, knowledge: str) -> None:
+    """``frame`` behind ``dataset, attack, knowledge`` columns, written atomically unless
+    ``path`` exists (the same knowledge setting always fits the same)."""
+    if path.exists():
+        return
+    frame.insert(0, "knowledge", knowledge)
+    frame.insert(0, "attack", attack)
+    frame.insert(0, "dataset", dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
 class AttackRunner:
     """Builds knowledge and runs the configured attacks on one target at a time."""
 
@@ -255,34 +268,35 @@ class AttackRunner:
     def save_calibration(
         self, folder: Path, cell: AttackCell, attack: str, results: list[AttackResult]
     ) -> None:
-        """The shadow scores behind an attack's Youden threshold, once per knowledge setting.
+        """What an attack fit on the attacker's shadow runs, once per knowledge setting.
 
-        One CSV per (dataset, attack, knowledge) with columns ``dataset, attack, knowledge,
-        score, forgotten``: the ROC curves of the report are drawn from these.
+        The shadow scores behind a Youden threshold: one CSV per (dataset, attack, knowledge) with
+        columns ``dataset, attack, knowledge, score, forgotten``, from which the report draws its
+        ROC curves. The inversions' fitted levels: one CSV per (dataset, attack, knowledge) in
+        ``folder / "levels"`` with columns ``dataset, attack, knowledge, rule, level, shadows``.
         """
-        roc = next((r.details["roc"] for r in results if "roc" in r.details), None)
-        if roc is None or len(roc["score"]) == 0:
-            return
         classes = self.attacker_classes(cell.dataset, cell.seed, cell.gap)
         knowledge = (
             f"seed {cell.seed}, attacker classes {format_set(classes)}, "
             f"shadows {'+'.join(self.shadow_methods(cell.method))}"
         )
-        path = folder / f"{content_hash([cell.dataset, attack, knowledge])}.csv"
-        if path.exists():
-            return
-        table = pd.DataFrame(
-            {
-                "dataset": cell.dataset,
-                "attack": attack,
-                "knowledge": knowledge,
-                "score": roc["score"],
-                "forgotten": roc["forgotten"],
-            }
+        name = f"{content_hash([cell.dataset, attack, knowledge])}.csv"
+        roc = next((r.details["roc"] for r in results if "roc" in r.details), None)
+        if roc is not None and len(roc["score"]) > 0:
+            frame = pd.DataFrame({"score": roc["score"], "forgotten": roc["forgotten"]})
+            _write_once(folder / name, frame, cell.dataset, attack, knowledge)
+        levels = next(
+            (r.details["fitted_levels"] for r in results if "fitted_levels" in r.details), None
         )
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            table.to_csv(tmp, index=False)
+        if levels is not None:
+            frame = pd.DataFrame(
+                {
+                    "rule": ["threshold-fit", "entropy-fit"],
+                    "level": [levels.alpha, levels.entropy_alpha],
+                    "shadows": levels.shadows,
+                }
+            )
+            _write_once(folder / "levels" / name, frame, cell.dataset, attack, knowledge)
 
     def _attack_once(
         self,
