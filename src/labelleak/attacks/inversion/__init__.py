@@ -13,13 +13,12 @@ from labelleak.attacks.inversion.black_box import (
 )
 from labelleak.attacks.inversion.criteria import (
     ALL_RULES,
-    FITTED_RULES,
     RULES,
     CriteriaConfig,
     FittedLevels,
     fit_level,
 )
-from labelleak.attacks.inversion.shadow_levels import shadow_levels
+from labelleak.attacks.inversion.shadow_levels import InversionAttack, shadow_levels
 from labelleak.attacks.inversion.white_box import (
     GradientInversionConfig,
     Inversion,
@@ -30,7 +29,6 @@ from labelleak.attacks.inversion.white_box import (
 
 __all__ = [
     "ALL_RULES",
-    "FITTED_RULES",
     "RULES",
     "BlackBoxConfig",
     "BlackBoxInversion",
@@ -39,6 +37,7 @@ __all__ = [
     "GeneticInversion",
     "GradientInversionConfig",
     "Inversion",
+    "InversionAttack",
     "WhiteBoxConfig",
     "WhiteBoxInversion",
     "fit_level",

@@ -25,7 +25,6 @@ import torch
 from pydantic import Field, model_validator
 
 from labelleak.attacks.base import (
-    Attack,
     AttackerKnowledge,
     AttackResult,
     QueryFunction,
@@ -34,14 +33,12 @@ from labelleak.attacks.base import (
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
-    ALL_RULES,
     CriteriaConfig,
-    FittedLevels,
     log_odds_from_probs,
     profile_results,
 )
 from labelleak.attacks.inversion.images import upsample
-from labelleak.attacks.inversion.shadow_levels import shadow_levels
+from labelleak.attacks.inversion.shadow_levels import InversionAttack
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 
@@ -239,37 +236,22 @@ def _offspring(
 
 
 @register_attack("invert-black")
-class BlackBoxInversion(Attack):
+class BlackBoxInversion(InversionAttack):
     """A4: genetic-algorithm inversion through output probabilities only (query access)."""
 
     Config = BlackBoxConfig
     # Shadows only for the fitted rules (Attack.needs drops them otherwise).
     requires = frozenset({"query", "shadows"})
-    rules = ALL_RULES
     summary = "per-class prototypes by a genetic algorithm over queried probabilities (black box)"
 
-    def levels(self, knowledge: AttackerKnowledge, seed: int) -> FittedLevels | None:
-        """The fitted rules' levels on the attacker's shadows, once per knowledge setting
-        (``None`` when no fitted rule is asked for). The shadows are the attacker's own models:
-        the same search runs on them through their own query counters, not the target's."""
-        if "shadows" not in self.needs():
-            return None
-        runs = knowledge.need("shadows")()
+    def profile(
+        self, model: ImageClassifier, knowledge: AttackerKnowledge, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # The attacker's own shadow models: queried through their own counters, not the target's.
+        query = QueryFunction(probabilities_of(model), knowledge.input_shape, knowledge.num_classes)
         config: BlackBoxConfig = self.config  # type: ignore[assignment]
-
-        def invert(model: ImageClassifier) -> tuple[torch.Tensor, torch.Tensor | None]:
-            query = QueryFunction(
-                probabilities_of(model), knowledge.input_shape, knowledge.num_classes
-            )
-            found = genetic_inversion(
-                query, knowledge.num_classes, knowledge.input_shape, config, seed
-            )
-            return found.profiles, found.fitness
-
-        return self.calibrated(knowledge, lambda: shadow_levels(runs, invert, config))
-
-    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
-        self.levels(knowledge, seed)
+        found = genetic_inversion(query, knowledge.num_classes, knowledge.input_shape, config, seed)
+        return found.profiles, found.fitness
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         query = knowledge.need("query")

@@ -64,12 +64,9 @@ MAD_TO_SIGMA = 1.4826
 #: The decision rules an inversion attack reports by default, in order.
 RULES = ("threshold", "entropy", "gap", "top")
 
-#: ``threshold`` and ``entropy`` with levels fit on the attacker's shadow runs (opt-in: they
-#: need shadow models trained and inverted).
-FITTED_RULES = FITTED_LEVEL_RULES
-
-#: Every rule an inversion attack can report.
-ALL_RULES = RULES + FITTED_RULES
+#: Every rule an inversion attack can report: the defaults, and ``threshold`` and ``entropy``
+#: with levels fit on the attacker's shadow runs (opt-in: they need shadows trained and inverted).
+ALL_RULES = RULES + FITTED_LEVEL_RULES
 
 
 GAP_LEVEL_HELP = (
@@ -378,7 +375,7 @@ def profile_results(
 ) -> list[AttackResult]:
     """One :class:`AttackResult` per rule in ``config.rules`` from prototype profiles
     ``(K, K)``; ``top`` names ``count`` classes; the fitted rules read ``fitted``'s levels."""
-    missing = set(config.rules) & set(FITTED_RULES) if fitted is None else set()
+    missing = set(config.rules) & set(FITTED_LEVEL_RULES) if fitted is None else set()
     if missing:
         raise LabelleakError(
             f"rules {', '.join(sorted(missing))} need levels fit on the attacker's shadow runs"

@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from labelleak.attacks.base import ShadowRun
+from labelleak.attacks.base import Attack, AttackerKnowledge, ShadowRun
 from labelleak.attacks.inversion.criteria import (
+    ALL_RULES,
     CriteriaConfig,
     FittedLevels,
     fit_level,
@@ -51,10 +52,14 @@ def shadow_measures(
         known = list(range(len(c))) if run.trained_classes is None else sorted(run.trained_classes)
         position = {k: i for i, k in enumerate(known)}
         outside = [k for k in run.forgotten if k not in position]
-        if outside or len(known) < 2:
+        if outside:
             raise LabelleakError(
-                f"a shadow run forgot classes {outside or list(run.forgotten)} outside the "
-                f"classes it was trained on ({known}); shadows forget the attacker's own classes"
+                f"a shadow run forgot classes {outside} outside the classes it was trained on "
+                f"({known}); shadows forget the attacker's own classes"
+            )
+        if len(known) < 2:
+            raise LabelleakError(
+                f"a shadow run was trained on classes {known}; fitting a level needs at least two"
             )
         log_odds.append(c[known])
         log_entropies.append(log_h[known])
@@ -78,3 +83,33 @@ def shadow_levels(
     threshold = fit_level("threshold", log_odds, truths, config)
     entropy = fit_level("entropy", log_entropies, truths, config)
     return FittedLevels(threshold.alpha, entropy.entropy_alpha, shadows=len(truths))
+
+
+class InversionAttack(Attack):
+    """What ``invert-white`` and ``invert-black`` share: every rule of
+    :data:`~labelleak.attacks.inversion.criteria.ALL_RULES`, and the fitted rules' levels from
+    the attacker's shadow runs, inverted by the attack's own :meth:`profile`."""
+
+    rules = ALL_RULES
+
+    def profile(
+        self, model: ImageClassifier, knowledge: AttackerKnowledge, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``model``'s profiles ``(K, K)`` and, where exact logits are known, own-class log-odds
+        ``(K,)``, by the attack's own search (see :data:`Invert`)."""
+        raise NotImplementedError
+
+    def levels(self, knowledge: AttackerKnowledge, seed: int) -> FittedLevels | None:
+        """The fitted rules' levels on the attacker's shadows, once per knowledge setting
+        (``None`` when no fitted rule is asked for)."""
+        if "shadows" not in self.needs():
+            return None
+        runs = knowledge.need("shadows")()
+        config: CriteriaConfig = self.config  # type: ignore[assignment]
+        return self.calibrated(
+            knowledge,
+            lambda: shadow_levels(runs, lambda model: self.profile(model, knowledge, seed), config),
+        )
+
+    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
+        self.levels(knowledge, seed)

@@ -20,7 +20,6 @@ import torch
 from pydantic import Field
 
 from labelleak.attacks.base import (
-    Attack,
     AttackConfig,
     AttackerKnowledge,
     AttackResult,
@@ -28,15 +27,13 @@ from labelleak.attacks.base import (
     register_attack,
 )
 from labelleak.attacks.inversion.criteria import (
-    ALL_RULES,
     GAP_LEVEL_HELP,
     CriteriaConfig,
-    FittedLevels,
     log_odds_from_logits,
     profile_results,
 )
 from labelleak.attacks.inversion.images import upsample
-from labelleak.attacks.inversion.shadow_levels import shadow_levels
+from labelleak.attacks.inversion.shadow_levels import InversionAttack
 from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 
@@ -196,14 +193,13 @@ class WhiteBoxConfig(GradientInversionConfig, CriteriaConfig):
 
 
 @register_attack("invert-white")
-class WhiteBoxInversion(Attack):
+class WhiteBoxInversion(InversionAttack):
     """A3: gradient inversion through the target; decisions by threshold, entropy, gap, top
     (and, asked for, threshold and entropy with levels fit on shadow runs)."""
 
     Config = WhiteBoxConfig
     # Shadows only for the fitted rules (Attack.needs drops them otherwise).
     requires = frozenset({"white_box", "shadows"})
-    rules = ALL_RULES
     summary = "per-class prototypes by gradient inversion of the target (white box, no data)"
 
     def invert(
@@ -225,23 +221,13 @@ class WhiteBoxInversion(Attack):
         profiles = torch.softmax(logits, dim=1)
         return inversion, profiles, log_odds_from_logits(logits, torch.arange(num_classes))
 
-    def levels(self, knowledge: AttackerKnowledge, seed: int) -> FittedLevels | None:
-        """The fitted rules' levels on the attacker's shadows, once per knowledge setting
-        (``None`` when no fitted rule is asked for)."""
-        if "shadows" not in self.needs():
-            return None
-        runs = knowledge.need("shadows")()
-
-        def invert(model: ImageClassifier) -> tuple[torch.Tensor, torch.Tensor | None]:
-            _, profiles, log_odds = self.invert(
-                model, knowledge.num_classes, knowledge.input_shape, seed
-            )
-            return profiles, log_odds
-
-        return self.calibrated(knowledge, lambda: shadow_levels(runs, invert, self.config))
-
-    def prepare(self, knowledge: AttackerKnowledge, seed: int = 0) -> None:
-        self.levels(knowledge, seed)
+    def profile(
+        self, model: ImageClassifier, knowledge: AttackerKnowledge, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        _, profiles, log_odds = self.invert(
+            model, knowledge.num_classes, knowledge.input_shape, seed
+        )
+        return profiles, log_odds
 
     def run(self, knowledge: AttackerKnowledge, seed: int = 0) -> list[AttackResult]:
         model = knowledge.need("white_box")
