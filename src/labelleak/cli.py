@@ -208,8 +208,11 @@ def datasets() -> None:
 
 @cli.command()
 def methods() -> None:
-    """List the unlearning methods and their hyperparameters with defaults."""
+    """List the unlearning methods (plugins included) and their hyperparameters with defaults."""
     from labelleak.unlearning import METHODS
+    from labelleak.unlearning.plugins import load_entry_points
+
+    load_entry_points()
 
     for name, cls in METHODS.items():
         click.echo(f"{name:<13} {cls.summary}")

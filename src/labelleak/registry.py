@@ -52,9 +52,12 @@ class Registry(dict[str, type[C]], Generic[C]):
     ``kind`` names the component in error messages ("unlearning method", "attack").
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, discover: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.kind = kind
+        #: Called with a name not (yet) registered, to register it from outside the package
+        #: (plugins) before the name counts as unknown.
+        self.discover = discover
 
     def register(self, name: str) -> Callable[[type[C]], type[C]]:
         """Class decorator adding a class under ``name`` (and setting its ``name``)."""
@@ -70,6 +73,8 @@ class Registry(dict[str, type[C]], Generic[C]):
 
     def get_class(self, name: str) -> type[C]:
         """The class registered as ``name``; an unknown name lists the valid ones."""
+        if name not in self and self.discover is not None:
+            self.discover(name)
         if name not in self:
             raise unknown_choice(self.kind, name, self)
         return self[name]

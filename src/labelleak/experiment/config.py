@@ -7,6 +7,7 @@ Keys (see ``configs/`` for examples)::
     arch: lenet                    # optional: each dataset has a default architecture
     subsample_per_class: 500       # optional: fast runs on part of the training data
     methods: [retrain, finetune, random-label, amnesiac, neg-grad]
+    plugins: {}                    # your own methods: {name: "my_package.module:Class"}
     forget: each                   # every single class; or [[3], [2, 7]]; or {random_pairs: 10}
     seeds: [0]
     attacks: []                    # label-leakage attacks and baselines by name
@@ -36,6 +37,7 @@ from labelleak.models import ARCHITECTURES
 from labelleak.registry import first_error
 from labelleak.training import DEFAULT_TRAIN, TrainConfig
 from labelleak.unlearning import PAPER_METHODS, get_method_class, make_config
+from labelleak.unlearning.plugins import register_plugins
 
 ForgetItem = Literal["each"] | StrictInt | list[StrictInt] | dict[str, Any]
 
@@ -57,6 +59,11 @@ class ExperimentConfig(BaseModel):
     )
     split_seed: int = Field(0, ge=0, description="seed of the data splits and random forget sets")
     methods: list[str] = Field(list(PAPER_METHODS), min_length=1, description="unlearning methods")
+    plugins: dict[str, str] = Field(
+        {},
+        description="methods from outside labelleak: name -> 'module:Class' (see "
+        "labelleak.unlearning.plugins); installed packages can declare them as entry points",
+    )
     method_params: dict[str, dict[str, Any]] = Field({}, description="per-method hyperparameters")
     forget: ForgetItem | list[ForgetItem] = Field("each", description="forgotten class sets")
     seeds: list[int] = Field([0], min_length=1, description="training seeds (trials)")
@@ -182,6 +189,7 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
             raise LabelleakError("forget names no class set; use each, [[3], [2, 7]] or similar")
     if config.arch is not None and config.arch not in ARCHITECTURES:
         raise unknown_choice("architecture", config.arch, ARCHITECTURES)
+    register_plugins(config.plugins)
     for method in config.methods:
         get_method_class(method)
     for method, params in config.method_params.items():

@@ -241,7 +241,8 @@ class ExperimentRunner:
         return content_hash(
             {
                 "cell": [repr(cell)],
-                "config": config.model_dump(mode="json", exclude=excluded),
+                # Where a plugin method's class comes from does not change what it computes.
+                "config": config.model_dump(mode="json", exclude=excluded | {"plugins"}),
                 "resolved": {"methods": methods, "attacks": attacks},
                 "version": [
                     ARTIFACT_VERSION,

@@ -111,7 +111,16 @@ class UnlearningMethod:
         raise NotImplementedError
 
 
-METHODS: Registry[UnlearningMethod] = Registry("unlearning method")
+def _discover(name: str) -> None:
+    # Imported here: the plugins module registers into METHODS, defined below.
+    from labelleak.unlearning.plugins import discover
+
+    discover(name)
+
+
+#: Every method by name: the built-in ones, and plugins as they are first asked for (see
+#: :mod:`labelleak.unlearning.plugins`).
+METHODS: Registry[UnlearningMethod] = Registry("unlearning method", discover=_discover)
 register = METHODS.register
 get_method_class = METHODS.get_class
 
