@@ -194,6 +194,133 @@ def report(folders: tuple[Path, ...], out: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option(
+    "--arch", required=True, help="the model's architecture: lenet, resnet18, resnet8, mlp"
+)
+@click.option("--dataset", required=True, help="what the model classifies (labelleak datasets)")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="folder with the real datasets (not needed for digits)",
+)
+@click.option(
+    "--original",
+    "original_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the model before unlearning (enables probe-drop)",
+)
+@click.option(
+    "--attacks",
+    "attack_names",
+    multiple=True,
+    metavar="NAME[,NAME]",
+    help="attacks to run (repeatable or comma-separated; default: every one the knowledge allows)",
+)
+@click.option("--black-box", is_flag=True, help="query access only: no parameter or gradient")
+@click.option(
+    "--attacker-classes",
+    default="all",
+    show_default=True,
+    help="classes of the attacker's labelled data: all, a count, or ids like 0,1,2",
+)
+@click.option("--unrelated", default=None, help="unrelated data (default: the dataset's sibling)")
+@click.option(
+    "--null-models",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="never-unlearned models the false-alarm rates are measured on",
+)
+@click.option(
+    "--forget-count",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="how many classes rule top names",
+)
+@click.option(
+    "--shadow-rules",
+    is_flag=True,
+    help="also fit youden and tree on unlearned shadow runs (trains ~20 more models)",
+)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--subsample",
+    default=None,
+    type=click.IntRange(min=2),
+    help="training images per class read from the dataset (default: all)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="write audit.json and audit.md here",
+)
+@_cache_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, ...")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def audit(
+    model_path: Path,
+    arch: str,
+    dataset: str,
+    data_dir: Path | None,
+    original_path: Path | None,
+    attack_names: tuple[str, ...],
+    black_box: bool,
+    attacker_classes: str,
+    unrelated: str | None,
+    null_models: int,
+    forget_count: int,
+    shadow_rules: bool,
+    seed: int,
+    subsample: int | None,
+    out: Path | None,
+    cache_dir: Path | None,
+    device: str,
+    quiet: bool,
+) -> None:
+    """Would an attacker tell which class MODEL forgot? MODEL is a weights file (.safetensors,
+    or a .pt state dict, read with weights_only=True; nothing else is opened).
+
+    Every attack the knowledge allows runs on MODEL and on --null-models models the attacker
+    trains on the dataset's reserve and never unlearns; how often a rule names a class on those
+    is its false-alarm rate.
+    """
+    from labelleak.auditing import audit as run_audit
+
+    names = [name for given in attack_names for name in given.split(",") if name.strip()]
+    result = run_audit(
+        model_path,
+        dataset,
+        arch=arch,
+        original=original_path,
+        attacks=[name.strip() for name in names] or None,
+        black_box=black_box,
+        data_dir=data_dir.resolve() if data_dir is not None else None,
+        attacker_classes=attacker_classes,
+        unrelated=unrelated,
+        null_models=null_models,
+        forget_count=forget_count,
+        shadow_rules=shadow_rules,
+        subsample_per_class=subsample,
+        seed=seed,
+        cache_dir=cache_dir,
+        device=device,
+        progress=not quiet,
+    )
+    click.echo(result.to_frame().to_markdown(index=False))
+    click.echo("\n" + result.summary())
+    for name, why in result.skipped.items():
+        click.echo(f"not run: {name} ({why})")
+    if out is not None:
+        result.write(out)
+        click.echo(f"\naudit written to {out}/ (audit.json, audit.md); {result.seconds:.0f} s")
+
+
+@cli.command()
 def datasets() -> None:
     """List the datasets, their default architectures and unrelated siblings."""
     from labelleak.data import DATASETS
