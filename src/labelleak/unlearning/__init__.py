@@ -1,6 +1,16 @@
 """Unlearning methods, registered by name (see :mod:`labelleak.unlearning.base`)."""
 
-from labelleak.unlearning import amnesiac, finetune, neg_grad, random_label, retrain  # noqa: F401
+from labelleak.unlearning import (  # noqa: F401
+    amnesiac,
+    bad_teacher,
+    boundary_shrink,
+    finetune,
+    neg_grad,
+    random_label,
+    retrain,
+    salun,
+    scrub,
+)
 from labelleak.unlearning.base import (
     METHODS,
     MethodConfig,
@@ -14,9 +24,12 @@ from labelleak.unlearning.base import (
 
 #: The five methods of the paper, in its order.
 PAPER_METHODS = ("retrain", "finetune", "random-label", "amnesiac", "neg-grad")
+#: Methods the field uses since, each citing its paper in its module.
+MODERN_METHODS = ("salun", "scrub", "bad-teacher", "boundary-shrink")
 
 __all__ = [
     "METHODS",
+    "MODERN_METHODS",
     "PAPER_METHODS",
     "MethodConfig",
     "UnlearningMethod",
