@@ -5,11 +5,14 @@ from labelleak.unlearning import (  # noqa: F401
     bad_teacher,
     boundary_shrink,
     finetune,
+    l1_sparse,
     neg_grad,
     random_label,
     retrain,
     salun,
     scrub,
+    ssd,
+    unsir,
 )
 from labelleak.unlearning.base import (
     METHODS,
@@ -25,7 +28,9 @@ from labelleak.unlearning.base import (
 #: The five methods of the paper, in its order.
 PAPER_METHODS = ("retrain", "finetune", "random-label", "amnesiac", "neg-grad")
 #: Methods the field uses since, each citing its paper in its module.
-MODERN_METHODS = ("salun", "scrub", "bad-teacher", "boundary-shrink")
+MODERN_METHODS = (
+    "ssd", "salun", "scrub", "bad-teacher", "unsir", "l1-sparse", "boundary-shrink",
+)  # fmt: skip
 
 __all__ = [
     "METHODS",
