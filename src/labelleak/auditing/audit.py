@@ -15,7 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,25 @@ class AuditResult:
                 chosen[verdict.attack] = verdict
         return chosen
 
+    def leading(self) -> tuple[tuple[int, ...], int]:
+        """The classes most calibrated attacks (:meth:`evidence`) name, and how many name them;
+        ``((), 0)`` when none names a class."""
+        named = Counter(v.named for v in self.evidence().values() if v.named)
+        return named.most_common(1)[0] if named else ((), 0)
+
+    def ranked_first(self) -> tuple[tuple[int, ...], int, int]:
+        """The classes most attacks' ``top`` rule names, how many do, and how many ranked."""
+        tops = Counter(
+            v.named for v in self.verdicts if v.rule == "top" and v.attack not in REFERENCE_ATTACKS
+        )
+        if not tops:
+            return (), 0, 0
+        classes, count = tops.most_common(1)[0]
+        return classes, count, sum(tops.values())
+
     def summary(self) -> str:
-        """A plain-language verdict, e.g. ``3 of 4 attacks name class 7 ...``."""
+        """A plain-language verdict, e.g. ``3 of 4 calibrated attacks name class 7 ...``."""
         evidence = self.evidence()
-        attacks = [a for a in dict.fromkeys(v.attack for v in self.verdicts)]
-        attacks = [a for a in attacks if a not in REFERENCE_ATTACKS]
         lines = []
         named = Counter(v.named for v in evidence.values() if v.named)
         if evidence:
@@ -145,14 +159,12 @@ class AuditResult:
                 f"No attack has a set rule with at most {self.max_false_alarm:.0%} false alarms "
                 f"on the {self.null_models} null models: no calibrated verdict."
             )
-        tops = Counter(v.named for v in self.verdicts if v.rule == "top" and v.attack in attacks)
-        if tops:
-            classes, count = tops.most_common(1)[0]
-            ranking = sum(tops.values())
+        ranked, count, total = self.ranked_first()
+        if total:
             lines.append(
                 f"Told {self.forget_count} class{'es' if self.forget_count > 1 else ''} "
-                f"{'were' if self.forget_count > 1 else 'was'} forgotten, {count} of {ranking} "
-                f"attacks rank {_classes(classes)} first."
+                f"{'were' if self.forget_count > 1 else 'was'} forgotten, {count} of {total} "
+                f"attacks rank {_classes(ranked)} first."
             )
         accuracy = np.asarray(self.reserve_accuracy)
         low = [int(c) for c in np.flatnonzero(accuracy < 0.5)]
@@ -162,8 +174,8 @@ class AuditResult:
                 f"{_classes(tuple(low))} at {', '.join(f'{accuracy[c]:.2f}' for c in low)} "
                 f"accuracy (the other classes {np.delete(accuracy, low).min():.2f} or more)."
             )
-        if named:
-            leader, count = named.most_common(1)[0]
+        leader, count = self.leading()
+        if leader:
             lines.append(
                 f"Verdict: {_classes(leader)} is named by {count} of {len(evidence)} calibrated "
                 "attacks."
@@ -196,9 +208,20 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (``audit.json``): every field, and the summary."""
         content = asdict(self)
         content["summary"] = self.summary()
         return content
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> AuditResult:
+        """The result :meth:`to_dict` (an ``audit.json``) holds."""
+        given = {f.name: content[f.name] for f in fields(cls) if f.name in content}
+        given["attacker_classes"] = tuple(given["attacker_classes"])
+        given["verdicts"] = [
+            Verdict(**{**v, "named": tuple(v["named"])}) for v in content["verdicts"]
+        ]
+        return cls(**given)
 
     def to_markdown(self) -> str:
         skipped = "".join(f"- {name}: {why}\n" for name, why in self.skipped.items())
