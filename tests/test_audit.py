@@ -251,3 +251,29 @@ def test_bad_audit_options_are_one_line_errors(saved_mlp, capsys) -> None:
         ["audit", str(saved_mlp), "--arch", "vgg", "--dataset", DATASET], capsys
     )
     assert code == 2 and "unknown architecture 'vgg'" in stderr
+
+
+def test_original_and_shadow_rules_add_their_attacks(tmp_path) -> None:
+    data = load_dataset(DATASET)
+    torch.manual_seed(1)
+    full = MLP(data.input_shape, 10, data.mean, data.std)
+    full = train_without_class(full, forgotten=-1)  # every class: the model before unlearning
+    torch.manual_seed(0)
+    unlearned = train_without_class(MLP(data.input_shape, 10, data.mean, data.std))
+    result = labelleak.audit(
+        unlearned,
+        DATASET,
+        arch="mlp",
+        original=full,
+        attacks=["probe-drop", "param-diff"],
+        shadow_rules=True,
+        null_models=2,
+        cache_dir=tmp_path,
+    )
+    rules = {(v.attack, v.rule): v for v in result.verdicts}
+    assert rules["probe-drop", "top"].named == (FORGOTTEN,)
+    assert rules["probe-drop", "drop"].false_alarms == 0
+    # The shadow-fit rules ran: youden and tree fit on the attacker's unlearned shadows.
+    assert {("param-diff", "youden"), ("param-diff", "tree")} <= rules.keys()
+    with pytest.raises(LabelleakError, match="shadow-fit rules need arch"):
+        labelleak.audit(unlearned, DATASET, shadow_rules=True, null_models=1, cache_dir=tmp_path)

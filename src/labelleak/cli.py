@@ -251,7 +251,8 @@ def report(folders: tuple[Path, ...], out: Path | None) -> None:
     "--subsample",
     default=None,
     type=click.IntRange(min=2),
-    help="training images per class read from the dataset (default: all)",
+    help="training images per class the dataset's splits are cut from: a grid's "
+    "subsample_per_class gives the attacker that grid's reserve (default: all)",
 )
 @click.option(
     "--out",
@@ -342,7 +343,7 @@ def methods() -> None:
     load_entry_points()
 
     for name, cls in METHODS.items():
-        click.echo(f"{name:<13} {cls.summary}")
+        click.echo(f"{name:<16} {cls.summary}")
         for field, info in cls.Config.model_fields.items():
             click.echo(f"    {field} = {info.default!r}: {info.description}")
 
