@@ -71,9 +71,7 @@ def register_plugin(name: str, spec: str) -> type[UnlearningMethod]:
     # A class registers under one name: its `name` attribute is how results and caches call it.
     other = getattr(cls, "name", None)
     if isinstance(other, str) and METHODS.get(other) is cls:
-        raise LabelleakError(
-            f"plugin {spec!r} is registered as {other!r} already; use that name"
-        )
+        raise LabelleakError(f"plugin {spec!r} is registered as {other!r} already; use that name")
     METHODS.register(name)(cls)
     return cls
 

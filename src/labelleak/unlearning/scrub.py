@@ -26,9 +26,12 @@ MNIST (900 forget images, 28 max steps an epoch) the paper's 3 epochs remove the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from labelleak.models.base import ImageClassifier
 from labelleak.training import iterate_batches
@@ -108,7 +111,16 @@ class Scrub(UnlearningMethod):
         return student.eval()
 
     @staticmethod
-    def _max_pass(task, config, teacher, student, optimizer, generator, forgotten) -> None:  # type: ignore[no-untyped-def]
+    def _max_pass(
+        task: UnlearningTask,
+        config: ScrubConfig,
+        teacher: nn.Module,
+        student: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        forgotten: Callable[[nn.Module], bool],
+    ) -> None:
+        """One pass of max steps over the forget data, ascending KL on samples still known."""
         for batch in iterate_batches(len(task.forget_y), config.forget_batch_size, generator):
             student.train()
             xb = task.forget_x[batch].to(task.device)
@@ -129,7 +141,15 @@ class Scrub(UnlearningMethod):
             optimizer.step()
 
     @staticmethod
-    def _min_pass(task, config, teacher, student, optimizer, generator) -> None:  # type: ignore[no-untyped-def]
+    def _min_pass(
+        task: UnlearningTask,
+        config: ScrubConfig,
+        teacher: nn.Module,
+        student: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+    ) -> None:
+        """One pass of min steps over the retained data: CE plus KL towards the teacher."""
         student.train()
         for batch in iterate_batches(len(task.retain_y), config.retain_batch_size, generator):
             xb = task.retain_x[batch].to(task.device)
