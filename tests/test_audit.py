@@ -162,7 +162,8 @@ def test_cli_audit_of_a_users_state_dict(saved_mlp, tmp_path, capsys) -> None:
         capsys,
     )  # fmt: skip
     assert code == 0, stderr
-    assert again.split("\n\n")[0] == stdout.split("\n\n")[0]
+    # Same verdicts (the table's seconds differ between runs; the summary has none).
+    assert again.split("\n\n")[1].strip() == stdout.split("\n\n")[1].strip() == content["summary"]
 
 
 class Payload:
@@ -175,6 +176,8 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+# torch warns that the refused file's pickle protocol is not its default: that is the point.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("suffix", [".pt", ".pth"])
 def test_a_pickle_with_a_payload_is_refused_unexecuted(tmp_path, capsys, suffix) -> None:
     marker = tmp_path / "payload-ran"
