@@ -14,7 +14,7 @@ from conftest import subprocess_env
 
 from labelleak.cli import main
 from labelleak.data import DATASETS
-from labelleak.unlearning import PAPER_METHODS
+from labelleak.unlearning import MODERN_METHODS, PAPER_METHODS
 
 ALL_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "svhn")
 
@@ -73,11 +73,11 @@ def test_datasets_lists_all_five(capsys) -> None:
     assert "bundled" in digits_line and "arch=mlp" in digits_line
 
 
-def test_methods_lists_the_paper_methods_with_their_parameters(capsys) -> None:
+def test_methods_lists_every_method_with_its_parameters(capsys) -> None:
     code, out, _ = invoke(["methods"], capsys)
     assert code == 0
     names = [line.split()[0] for line in out.splitlines() if line and not line[0].isspace()]
-    assert sorted(names) == sorted(PAPER_METHODS)
+    assert sorted(names) == sorted(PAPER_METHODS + MODERN_METHODS)
     assert "lr_scale = 3.0" in out  # finetune's documented default
     assert "stop_accuracy = 0.03" in out
 

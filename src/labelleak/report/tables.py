@@ -19,8 +19,11 @@ CONTROL = "original"
 ORACLE = "retrain"
 #: How the CSVs spell an empty class set.
 NOTHING = "none"
-#: The paper's methods in the paper's order; other methods follow in the order they appear.
-METHOD_ORDER = ("retrain", "finetune", "random-label", "amnesiac", "neg-grad")
+#: The paper's methods in its order, then the modern ones; others follow in the order they appear.
+METHOD_ORDER = (
+    "retrain", "finetune", "random-label", "amnesiac", "neg-grad",
+    "ssd", "salun", "scrub", "bad-teacher", "unsir", "l1-sparse", "boundary-shrink",
+)  # fmt: skip
 MAIN_ATTACKS = ("param-dot", "param-diff", "invert-white", "invert-black")
 BASELINES = (
     "chance", "head-bias", "head-norm", "absent-class", "data-peak",
