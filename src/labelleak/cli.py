@@ -315,7 +315,7 @@ def audit(
     click.echo(result.to_frame().to_markdown(index=False))
     click.echo("\n" + result.summary())
     for name, why in result.skipped.items():
-        click.echo(f"not run: {name} ({why})")
+        click.echo(f"not run: {name}: {why}")
     if out is not None:
         result.write(out)
         click.echo(f"\naudit written to {out}/ (audit.json, audit.md); {result.seconds:.0f} s")

@@ -1,0 +1,362 @@
+"""Rebuild docs/results.md (and the README's headline tables) from benchmark result folders.
+
+No number in those documents is typed by hand: each table is rendered here from the CSVs a
+benchmark wrote. Results folders (``results/``) are not kept in git and may not outlive a
+machine, so ``archive`` copies what the tables need into ``docs/data/`` (gzipped CSVs, with the
+command, date and code version that made them), and ``render`` builds the documents from there.
+
+    .venv/bin/python benchmarks/results.py archive [--results results] [--data docs/data]
+        [--only NAME]
+    .venv/bin/python benchmarks/results.py render [--data docs/data] [--out docs/results.md]
+
+A section whose data is not archived says so and gives the command that makes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from bench_attacks import compact_table, unlearning_targets
+from bench_neg_grad_margin import ATTACK_COLUMNS as MARGIN_COLUMNS
+from bench_neg_grad_margin import attack_rates, unlearning_costs
+from bench_query_budget import budget_table
+from bench_query_budget import summary as summary_by_budget
+from common import ROOT, with_sizes
+
+from labelleak.report import format_rate, load_results, unlearning_summary
+from labelleak.report.tables import best_rule, best_rule_table, ordered_attacks
+from labelleak.utils import write_text_atomic
+
+DATA = ROOT / "docs" / "data"
+META = "meta.json"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One benchmark's part of docs/results.md.
+
+    ``source`` is the results folder (under ``--results``) holding ``files``; ``render`` turns
+    the folder of archived files into Markdown.
+    """
+
+    name: str
+    title: str
+    command: str
+    source: str
+    files: tuple[str, ...]
+    render: Callable[[Path], str]
+    intro: str = ""
+
+
+def grid_tables(folder: Path) -> str:
+    """Unlearning quality, the unlearning targets, the best-rule tables per forget-set size and
+    every rule's compact row, for one dataset's grid."""
+    results = load_results([folder])
+    attacks, unlearning = results.attacks, results.unlearning
+    (dataset,) = set(attacks["dataset"])
+    parts = [
+        "Unlearning (test accuracy in %, means over the targets; `(original)` is the model "
+        "before unlearning):",
+        unlearning_summary(unlearning),
+        "Against issue 18's targets (forget test accuracy at most 5%, retained within 3 points "
+        "of the original's), per method over every target:",
+        unlearning_targets(unlearning),
+    ]
+    for k, label in ((1, "one forgotten class"), (2, "two forgotten classes")):
+        if (attacks["k"] == k).any():
+            parts += [
+                f"Exact identification, {label}: each attack and baseline with its best rule "
+                "(chosen on the targets' truth, so optimistic for the attacker), % [95% Wilson "
+                "interval] n targets; the original column is how often it is rightly left "
+                "alone:",
+                best_rule_table(attacks, dataset, k),
+            ]
+    parts += [
+        "Every rule, all methods pooled (worst method on one class; the original rightly "
+        "left alone; wall seconds per target; black-box queries per class):",
+        compact_table(attacks.drop(columns=["k", "control"])),
+    ]
+    return "\n\n".join(parts)
+
+
+def headline(folder: Path) -> str:
+    """The README's compact table for one dataset's grid: per attack its best rule (balanced
+    over forget-set sizes), the rate on one and two forgotten classes over every method, the
+    original rightly left alone, and the worst method on one class."""
+    attacks = load_results([folder]).attacks
+    rows = []
+    for attack in ordered_attacks(attacks["attack"]):
+        frame = attacks[attacks["attack"] == attack]
+        rule = best_rule(frame, balance_sizes=True)
+        chosen = with_sizes(frame[frame["rule"] == rule].drop(columns=["k", "control"]))
+        cells = []
+        for size in (1, 2, 0):
+            picked = chosen[chosen["size"] == size]["success"]
+            cells.append(format_rate(int(picked.sum()), len(picked)) if len(picked) else "-")
+        singles = chosen[chosen["size"] == 1].groupby("method")["success"].mean()
+        worst = f"{singles.idxmin()} {100 * singles.min():.0f}" if len(singles) else "-"
+        rows.append([f"{attack} · {rule}", *cells, worst])
+    headers = ["attack · best rule", "1 class", "2 classes", "original left alone",
+               "worst method, 1 class (%)"]  # fmt: skip
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
+
+
+def audit_table(folder: Path) -> str:
+    """The audit benchmark's rows, and how many verdicts were right."""
+    table = pd.read_csv(folder / "audits.csv", dtype=str)
+    right = int((table["right"] == "True").sum())
+    return (
+        table.to_markdown(index=False)
+        + f"\n\nRight verdicts: {right} of {len(table)}; median wall time "
+        f"{pd.to_numeric(table['wall s']).median():.1f} s."
+    )
+
+
+def budget_tables(folder: Path) -> str:
+    """invert-black and noise-histogram against the query budget, for each archived dataset."""
+    parts = []
+    for path in sorted(folder.glob("*.csv")):
+        frame = pd.read_csv(path, dtype={"forgotten": str, "predicted": str})
+        parts += [f"{path.stem}:", budget_table(frame), summary_by_budget(frame)]
+    return "\n\n".join(parts)
+
+
+def margin_tables(folder: Path) -> str:
+    """neg-grad at each margin: what unlearning cost, and each attack's rates."""
+    costs, rates = {}, {}
+    margins = sorted(folder.glob("margin-*"), key=lambda p: float(p.name.split("-", 1)[1]))
+    for path in margins:
+        label = path.name.replace("-", " ")
+        costs[label] = unlearning_costs(pd.read_csv(path / "unlearning.csv"))
+        attacks = pd.read_csv(path / "attacks.csv", dtype={"forgotten": str, "predicted": str})
+        rates[label] = attack_rates(attacks)
+    parts = ["Unlearning cost per margin:", pd.DataFrame(costs).to_markdown()]
+    for column in MARGIN_COLUMNS[:2]:
+        table = pd.DataFrame({label: frame[column] for label, frame in rates.items()})
+        table["original: names nothing"] = next(iter(rates.values()))[MARGIN_COLUMNS[2]]
+        parts += [f"{column} forgotten by neg-grad:", table.to_markdown()]
+    return "\n\n".join(parts)
+
+
+GRID_COMMAND = (
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attacks.py --only {dataset} --seeds 0 1 2 "
+    "--pairs 10 --subsample 1000 --attacker-classes 5 --workers 2 --methods retrain finetune "
+    "random-label amnesiac neg-grad ssd salun scrub bad-teacher unsir l1-sparse boundary-shrink "
+    "--out results/bench-methods"
+)
+GRID_INTRO = (
+    "LeNet-5 on {name}, 1,000 training images per class (900 train the target, 100 are the "
+    "attacker's reserve), twelve unlearning methods, every single class and 10 random pairs per "
+    "seed, seeds 0-2: 60 targets per method and forget-set size, plus the never-unlearned "
+    "original attacked with each target's knowledge (the control). The attacker's labelled data "
+    "covers 5 retained classes drawn per target; the parameter attacks use their shadow-free "
+    "rules (`top`, `kmeans`, `gap`), the inversions their default rules."
+)
+
+CIFAR_COMMAND = (
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_attacks.py --only cifar10 --seeds 0 1 2 "
+    "--pairs 10 --subsample 1000 --attacker-classes 5 --workers 2 --out results/bench-cifar"
+)
+CIFAR_INTRO = (
+    "ResNet-8 on 1,000 CIFAR-10 images per class (the lossy JPEG copy in ../shared/data), the "
+    "paper's five methods, photograph crops as unrelated data (SVHN is not available here). One "
+    "seed takes about 3 h 15 min on the 2-core machine."
+)
+BUDGET_INTRO = (
+    "MNIST and Fashion-MNIST, LeNet-5 on 1,000 images per class, the paper's five methods (models "
+    "from the grid above): invert-black at each budget per class, beside noise-histogram given "
+    "the same total number of queries."
+)
+MARGIN_INTRO = (
+    "neg-grad ascending until the forget data trails another class by 0, 2 or 5 nats, {name}, "
+    "LeNet-5 on 1,000 images per class, every class and 10 pairs on seeds 0-2: does deeper "
+    "removal hide the class?"
+)
+AUDIT_INTRO = (
+    "The seed-0 MNIST LeNet-5 of each method forgetting class 7 (from the grid above), written "
+    "to a safetensors file and audited by the command line in a fresh process with 20 null "
+    "models (the first audit trains them; later ones read them from the cache). `verdict` is the "
+    "class most calibrated attacks name; for the original, the right verdict is none."
+)
+MARGIN_COMMAND = (
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_neg_grad_margin.py --only {dataset}"
+)
+PAPER_DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
+
+SECTIONS = [
+    *(
+        Section(
+            f"methods-{dataset}",
+            f"Every method and attack on {name}",
+            GRID_COMMAND.format(dataset=dataset),
+            f"bench-methods/{dataset}",
+            ("attacks.csv", "unlearning.csv"),
+            grid_tables,
+            GRID_INTRO.format(name=name),
+        )
+        for dataset, name in PAPER_DATASETS
+    ),
+    Section(
+        "audit",
+        "`labelleak audit` on LeNet-5 files",
+        "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_audit.py",
+        "bench-audit",
+        ("audits.csv",),
+        audit_table,
+        AUDIT_INTRO,
+    ),
+    Section(
+        "methods-cifar10",
+        "Every paper method and attack on CIFAR-10 (ResNet-8, CPU)",
+        CIFAR_COMMAND,
+        "bench-cifar/cifar10",
+        ("attacks.csv", "unlearning.csv"),
+        grid_tables,
+        CIFAR_INTRO,
+    ),
+    Section(
+        "query-budget",
+        "invert-black against its query budget",
+        "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_query_budget.py --seeds 0 1 2",
+        "bench-query-budget",
+        ("mnist.csv", "fashion_mnist.csv"),
+        budget_tables,
+        BUDGET_INTRO,
+    ),
+    *(
+        Section(
+            f"neg-grad-margin-{dataset}",
+            f"neg-grad's margin on {name}",
+            MARGIN_COMMAND.format(dataset=dataset),
+            f"bench-neg-grad-margin/{dataset}",
+            tuple(f"margin-{m}/{f}" for m in (0, 2, 5) for f in ("attacks.csv", "unlearning.csv")),
+            margin_tables,
+            MARGIN_INTRO.format(name=name),
+        )
+        for dataset, name in PAPER_DATASETS
+    ),
+]
+
+
+def code_version() -> str:
+    described = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return described.stdout.strip() or "unknown"
+
+
+def archive(results: Path, data: Path, only: list[str] | None) -> None:
+    """Copy each section's files from its results folder into ``data``/NAME/ (gzipped)."""
+    for section in SECTIONS:
+        if only and section.name not in only:
+            continue
+        source = results / section.source
+        if not all((source / name).is_file() for name in section.files):
+            print(f"{section.name}: {source} lacks {', '.join(section.files)}; not archived")
+            continue
+        target = data / section.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in section.files:
+            frame = pd.read_csv(source / name, dtype=str, keep_default_na=False)
+            frame.to_csv(
+                target / f"{name}.gz", index=False, compression={"method": "gzip", "mtime": 0}
+            )
+        meta = {"date": date.today().isoformat(), "code": code_version(), "source": str(source)}
+        write_text_atomic(target / META, json.dumps(meta, indent=2) + "\n")
+        print(f"{section.name}: archived {', '.join(section.files)} from {source}")
+
+
+def unpacked(folder: Path, files: tuple[str, ...]) -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder holding ``folder``'s gzipped ``files`` under their plain names."""
+    scratch = tempfile.TemporaryDirectory()
+    for name in files:
+        frame = pd.read_csv(folder / f"{name}.gz", dtype=str, keep_default_na=False)
+        (Path(scratch.name) / name).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(Path(scratch.name) / name, index=False)
+    return scratch
+
+
+def render_section(section: Section, data: Path) -> str:
+    folder = data / section.name
+    heading = f"## {section.title}\n\n{section.intro}\n\n```bash\n{section.command}\n```\n\n"
+    if not (folder / META).is_file():
+        return heading + "Not archived on this checkout: run the command above, then `archive`.\n"
+    meta = json.loads((folder / META).read_text())
+    with unpacked(folder, section.files) as plain:
+        body = section.render(Path(plain))
+    return heading + f"Measured {meta['date']} at code version `{meta['code']}`.\n\n{body}\n"
+
+
+def render(data: Path, out: Path, readme: Path) -> None:
+    """docs/results.md from every section, and the README's headline blocks."""
+    text = (
+        "# Benchmark results\n\n"
+        "Every table here is rendered by `benchmarks/results.py render` from the archived CSVs "
+        "in `docs/data/` (`archive` copies them from the benchmarks' result folders); none is "
+        "edited by hand. All ran on the development machine (2 CPU cores, no GPU, PyTorch "
+        "2.13.0 CPU build) unless a section says otherwise. Rates are exact identification of "
+        "the forgotten set (chance: 10% for one class of ten, 2.2% for a pair) with 95% Wilson "
+        "intervals.\n\n" + "\n".join(render_section(s, data) for s in SECTIONS)
+    )
+    write_text_atomic(out, text)
+    print(f"wrote {out}")
+    if readme.is_file():
+        write_text_atomic(readme, replace_headlines(readme.read_text(), data))
+        print(f"updated the headline tables in {readme}")
+
+
+HEADLINE = re.compile(r"(<!-- headline: ([\w-]+) -->\n)(.*?)(<!-- /headline -->)", re.DOTALL)
+
+
+def replace_headlines(text: str, data: Path) -> str:
+    """``text`` with every ``<!-- headline: NAME -->`` block re-rendered from NAME's data."""
+
+    def fill(match: re.Match[str]) -> str:
+        section = next((s for s in SECTIONS if s.name == match.group(2)), None)
+        if section is None:
+            raise SystemExit(f"the README names an unknown results section {match.group(2)!r}")
+        folder = data / section.name
+        if not (folder / META).is_file():
+            body = f"(not archived: `{section.command}`)\n"
+        else:
+            with unpacked(folder, section.files) as plain:
+                body = headline(Path(plain)) + "\n"
+        return match.group(1) + body + match.group(4)
+
+    return HEADLINE.sub(fill, text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    packing = commands.add_parser("archive", help="copy result CSVs into docs/data/")
+    packing.add_argument("--results", type=Path, default=ROOT / "results")
+    packing.add_argument("--data", type=Path, default=DATA)
+    packing.add_argument("--only", action="append", choices=[s.name for s in SECTIONS])
+    drawing = commands.add_parser("render", help="write docs/results.md and README headlines")
+    drawing.add_argument("--data", type=Path, default=DATA)
+    drawing.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
+    drawing.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args()
+    if args.command == "archive":
+        archive(args.results, args.data, args.only)
+    else:
+        render(args.data, args.out, args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

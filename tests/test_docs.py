@@ -1,0 +1,174 @@
+"""The documents stay true: every command the README and docs/results.md show parses, and the
+results script rebuilds a table from a results folder."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+from conftest import subprocess_env
+
+from labelleak.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "choices.md"]
+
+
+def shown_commands(path: Path) -> list[str]:
+    """The shell commands in ``path``'s bash blocks, continuation lines joined, comments cut."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def words_after(command: str, program: str) -> list[str] | None:
+    words = shlex.split(command)
+    for index, word in enumerate(words):
+        if word.endswith(program):
+            return words[index + 1 :]
+    return None
+
+
+def labelleak_commands() -> list[list[str]]:
+    found = []
+    for path in DOCUMENTS:
+        for command in shown_commands(path):
+            words = words_after(command, "bin/labelleak")
+            if words is not None:
+                found.append(words)
+    return found
+
+
+def benchmark_commands() -> list[tuple[str, list[str]]]:
+    found = []
+    for path in DOCUMENTS:
+        for command in shown_commands(path):
+            for word in shlex.split(command):
+                if word.startswith("benchmarks/") and word.endswith(".py"):
+                    found.append((word, words_after(command, word) or []))
+    return found
+
+
+def test_the_documents_show_commands() -> None:
+    # The README shows the two set-up commands and the main subcommands.
+    readme = shown_commands(ROOT / "README.md")
+    assert "make demo" in readme and "make test" in readme
+    shown = {words[0] for words in labelleak_commands()}
+    assert {"run", "report", "audit", "methods", "attacks", "datasets"} <= shown
+    assert benchmark_commands()
+
+
+@pytest.mark.parametrize("words", labelleak_commands(), ids=" ".join)
+def test_every_labelleak_command_shown_parses(words: list[str]) -> None:
+    command = cli.get_command(click.Context(cli), words[0])
+    assert command is not None, f"no subcommand {words[0]!r}"
+    # Parsing checks every option and argument without running the command.
+    command.make_context(words[0], list(words[1:]))
+
+
+@pytest.mark.parametrize(("script", "words"), benchmark_commands(), ids=lambda v: str(v))
+def test_every_benchmark_command_shown_parses(script: str, words: list[str]) -> None:
+    path = ROOT / script
+    assert path.is_file(), f"{script} is shown but does not exist"
+    helped = subprocess.run(
+        [sys.executable, str(path), "--help"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=BENCHMARKS,
+        timeout=120,
+    )
+    assert helped.returncode == 0, helped.stderr
+    if words and not words[0].startswith("-"):
+        # A subcommand (results.py archive / render): its own options are listed under it.
+        sub = subprocess.run(
+            [sys.executable, str(path), words[0], "--help"],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            cwd=BENCHMARKS,
+            timeout=120,
+        )
+        assert sub.returncode == 0, sub.stderr
+        helped = sub
+    for word in words:
+        if word.startswith("--"):
+            assert word.split("=")[0] in helped.stdout, f"{script} has no option {word}"
+
+
+def write_grid(folder: Path) -> None:
+    """A tiny results folder as bench_attacks.py writes it: two methods, two targets each."""
+    folder.mkdir(parents=True)
+    rows = []
+    for method, hits in (("retrain", (1, 1)), ("ssd", (1, 0)), ("original", (1, 0))):
+        for index, hit in enumerate(hits):
+            forgotten = "none" if method == "original" else str(index + 3)
+            for attack, rule, success in (("head-bias", "top", hit), ("head-bias", "gap", 0)):
+                rows.append(
+                    {
+                        "dataset": "mnist", "arch": "lenet", "method": method,
+                        "forgotten": forgotten, "seed": 0, "attack": attack, "rule": rule,
+                        "predicted": forgotten if success else "none", "success": success,
+                        "queries": 0, "seconds": 0.01, "attacker_classes": f"{index}+5+6",
+                    }
+                )  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "attacks.csv", index=False)
+    unlearning = [
+        {
+            "dataset": "mnist", "arch": "lenet", "method": method, "forgotten": str(c),
+            "seed": 0, "forget_acc": 0.0, "retain_acc": 0.97, "test_acc": 0.88, "seconds": 1.5,
+            "original_forget_acc": 0.99, "original_retain_acc": 0.98,
+            "original_test_acc": 0.98,
+        }
+        for method in ("retrain", "ssd")
+        for c in (3, 4)
+    ]  # fmt: skip
+    pd.DataFrame(unlearning).to_csv(folder / "unlearning.csv", index=False)
+
+
+def test_results_script_rebuilds_tables_from_a_results_folder(tmp_path) -> None:
+    write_grid(tmp_path / "results" / "bench-methods" / "mnist")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "before\n<!-- headline: methods-mnist -->\nstale\n<!-- /headline -->\nafter\n"
+    )
+
+    def script(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, str(BENCHMARKS / "results.py"), *args],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            cwd=BENCHMARKS,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    data = tmp_path / "data"
+    said = script("archive", "--results", str(tmp_path / "results"), "--data", str(data),
+                  "--only", "methods-mnist")  # fmt: skip
+    assert "methods-mnist: archived" in said
+    assert (data / "methods-mnist" / "attacks.csv.gz").is_file()
+    out = tmp_path / "results.md"
+    script("render", "--data", str(data), "--out", str(out), "--readme", str(readme))
+    text = out.read_text()
+    # head-bias top: retrain 2 of 2, ssd 1 of 2; the original named nothing once in two.
+    assert "100.0 [34.2, 100.0] n=2" in text and "50.0 [9.5, 90.5] n=2" in text
+    assert "Not archived on this checkout" in text  # the sections without data say so
+    headline = readme.read_text()
+    assert headline.startswith("before\n<!-- headline: methods-mnist -->\n")
+    assert "stale" not in headline and headline.endswith("<!-- /headline -->\nafter\n")
+    # 3 of 4 unlearned targets on one class; the original left alone in 1 of 2.
+    assert "head-bias · top" in headline and "75.0 [30.1, 95.4] n=4" in headline
