@@ -132,7 +132,7 @@ def main() -> int:
             methods=list(METHODS) if args.methods == ["all"] else args.methods,
             **({"unrelated": args.unrelated} if args.unrelated else {}),
         )
-        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
+        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=not args.quiet)
         started = time.perf_counter()
         if args.workers > 1:
             with make_executor(workers=args.workers, threads=1) as executor:

@@ -103,6 +103,7 @@ def main() -> int:
         )
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
+    table.to_csv(args.out / "audits.csv", index=False)
     print(table.to_markdown(index=False))
     right = int(table["right"].sum())
     print(f"right verdicts: {right}/{len(table)}; median wall time {table['wall s'].median()} s")

@@ -60,7 +60,9 @@ def main() -> int:
                 attacker_classes=5,
             )
             out = args.out / name / f"margin-{margin:g}"
-            unlearning = ExperimentRunner(config, out, args.cache_dir, progress=True).run()
+            unlearning = ExperimentRunner(
+                config, out, args.cache_dir, progress=not args.quiet
+            ).run()
             label = f"margin {margin:g}"
             costs[label] = unlearning_costs(unlearning)
             attacks = pd.read_csv(out / "attacks.csv", dtype={"forgotten": str, "predicted": str})

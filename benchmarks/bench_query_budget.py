@@ -33,6 +33,7 @@ from common import (
     rates_by_size,
     with_sizes,
 )
+from tqdm.auto import tqdm
 
 from labelleak.attacks import get_attack_class, make_attack_config, restrict
 from labelleak.experiment.attacking import AttackCell, format_set
@@ -148,13 +149,13 @@ def main() -> int:
             SETTINGS,
             name,
             args,
-            progress=True,
+            progress=not args.quiet,
             forget=forget_sets(args.pairs),
         )
         started = time.perf_counter()
         rows = []
         targets = distinct_targets(runner)
-        for cell in targets:
+        for cell in tqdm(targets, desc=f"{name}: budgets", unit="target", disable=args.quiet):
             rows.extend(attack_at_budgets(runner, cell, sorted(args.budgets)))
         frame = pd.DataFrame(rows)
         with atomic_path(args.out / f"{name}.csv") as tmp:

@@ -49,7 +49,7 @@ def main() -> int:
         config = parse_config(
             {**SETTINGS[name], "data_dir": str(args.data_dir.resolve()), "seeds": [0]}
         )
-        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=True)
+        runner = ExperimentRunner(config, args.out / name, args.cache_dir, progress=not args.quiet)
         started = time.perf_counter()
         table = runner.run()
         original = runner.pipeline.original(name, 0)

@@ -22,13 +22,14 @@ def grid_parser(
     description: str, out_name: str, datasets: Iterable[str]
 ) -> argparse.ArgumentParser:
     """A parser with the options every grid benchmark takes: ``--data-dir``, ``--out`` (default
-    ``results/<out_name>``), ``--cache-dir`` (the benchmarks' shared model cache) and ``--only``
-    (one of ``datasets``, repeatable)."""
+    ``results/<out_name>``), ``--cache-dir`` (the benchmarks' shared model cache), ``--only``
+    (one of ``datasets``, repeatable) and ``-q`` (no progress bars)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / out_name)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "results" / "bench-cache")
     parser.add_argument("--only", choices=sorted(datasets), action="append")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
 
