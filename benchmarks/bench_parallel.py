@@ -12,7 +12,9 @@ random single classes, one seed, the attacks of ``bench_attacks.py``.
 
     .venv/bin/python benchmarks/bench_parallel.py [--dataset mnist] [--subsample 300]
         [--singles 3] [--workers 2] [--threads 1] [--no-ray] [--baseline-threads 2]
-        [--methods ...] [--attacks ...] [--epochs N] [--data-dir ../shared/data]
+        [--methods ...] [--attacks ...] [--epochs N] [--data-dir ../shared/data] [--out DIR]
+
+The table is also written to ``OUT/runs.csv`` (default ``results/bench-parallel``).
 
 Skips (exit 0, with a message) when the data folder is missing.
 """
@@ -30,7 +32,7 @@ from typing import Any
 import pandas as pd
 import torch
 from bench_attacks import ATTACKS
-from common import DATA_DIR, data_missing
+from common import DATA_DIR, ROOT, data_missing
 
 from labelleak.experiment.config import parse_config
 from labelleak.experiment.parallel import (
@@ -42,6 +44,7 @@ from labelleak.experiment.parallel import (
 )
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.unlearning import PAPER_METHODS
+from labelleak.utils import atomic_path
 
 TABLES = ("unlearning.csv", "attacks.csv")
 ARCHS = {"mnist": "lenet", "fashion_mnist": "lenet", "digits": "mlp"}
@@ -108,6 +111,7 @@ def main() -> int:
     parser.add_argument("--baseline-threads", type=int, default=None)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs' folders here")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench-parallel")
     args = parser.parse_args()
     if args.dataset != "digits" and data_missing(args.data_dir):
         return 0
@@ -143,12 +147,17 @@ def main() -> int:
             results.append((name, startup, seconds, verdict))
             print(f"  {name}: {seconds:.1f} s (+ {startup:.1f} s start-up), tables {verdict}")
     serial_seconds = results[0][2]
-    print("\n| run | wall s | start-up s | speed-up vs serial | tables |\n|---|---|---|---|---|")
-    for name, startup, seconds, verdict in results:
-        print(
-            f"| {name} | {seconds:.1f} | {startup:.1f} | {serial_seconds / seconds:.2f}x "
-            f"| {verdict} |"
-        )
+    table = pd.DataFrame(
+        [
+            [name, f"{seconds:.1f}", f"{startup:.1f}", f"{serial_seconds / seconds:.2f}x", verdict]
+            for name, startup, seconds, verdict in results
+        ],
+        columns=["run", "wall s", "start-up s", "speed-up vs serial", "tables"],
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out / "runs.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    print(table.to_markdown(index=False))
     # A run at another thread count may differ in the last bits (see the module docstring).
     compared = [r for r in results[1:] if "speed only" not in r[0]]
     return 1 if any(r[3] != "identical" for r in compared) else 0

@@ -122,6 +122,11 @@ def audit_table(folder: Path) -> str:
     )
 
 
+def runs_table(folder: Path) -> str:
+    """A timing benchmark's ``runs.csv`` as it is."""
+    return pd.read_csv(folder / "runs.csv", dtype=str).to_markdown(index=False)
+
+
 def budget_tables(folder: Path) -> str:
     """invert-black and noise-histogram against the query budget, for each archived dataset."""
     parts = []
@@ -214,6 +219,29 @@ SECTIONS = [
         ("audits.csv",),
         audit_table,
         AUDIT_INTRO,
+    ),
+    Section(
+        "demo",
+        "The demo's wall time",
+        "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_demo.py",
+        "bench-demo",
+        ("runs.csv",),
+        runs_table,
+        "`labelleak demo` (digits, five methods, ten single classes and three pairs, every attack "
+        "and baseline with its default rules, controls, 16 shadow models per forget set, the "
+        "report with its plots), one worker per core, on the 2-core machine otherwise idle.",
+    ),
+    Section(
+        "parallel",
+        "Parallel runs",
+        ".venv/bin/python benchmarks/bench_parallel.py --data-dir ../shared/data",
+        "bench-parallel",
+        ("runs.csv",),
+        runs_table,
+        "One grid (MNIST, LeNet-5 on 300 images per class, five methods, three single classes, "
+        "the attack benchmark's attacks) from an empty cache: serially, on 2 worker processes "
+        "and on a local Ray instance when Ray is installed, 1 torch thread per process; `tables` "
+        "says whether the CSVs equal the serial run's.",
     ),
     Section(
         "methods-cifar10",
