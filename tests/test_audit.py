@@ -268,7 +268,7 @@ def test_original_and_shadow_rules_add_their_attacks(tmp_path) -> None:
         DATASET,
         arch="mlp",
         original=full,
-        attacks=["probe-drop", "param-diff"],
+        attacks=["probe-drop", "param-diff", "invert-white"],
         shadow_rules=True,
         null_models=2,
         cache_dir=tmp_path,
@@ -278,5 +278,6 @@ def test_original_and_shadow_rules_add_their_attacks(tmp_path) -> None:
     assert rules["probe-drop", "drop"].false_alarms == 0
     # The shadow-fit rules ran: youden and tree fit on the attacker's unlearned shadows.
     assert {("param-diff", "youden"), ("param-diff", "tree")} <= rules.keys()
+    assert {("invert-white", "threshold-fit"), ("invert-white", "entropy-fit")} <= rules.keys()
     with pytest.raises(LabelleakError, match="shadow-fit rules need arch"):
         labelleak.audit(unlearned, DATASET, shadow_rules=True, null_models=1, cache_dir=tmp_path)

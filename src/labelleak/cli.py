@@ -244,7 +244,8 @@ def report(folders: tuple[Path, ...], out: Path | None) -> None:
 @click.option(
     "--shadow-rules",
     is_flag=True,
-    help="also fit youden and tree on unlearned shadow runs (trains ~20 more models)",
+    help="also the rules fit on unlearned shadow runs: youden, tree, threshold-fit, "
+    "entropy-fit (trains ~20 more models)",
 )
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option(

@@ -33,7 +33,7 @@ from labelleak.attacks import (
     make_attack_config,
     restrict,
 )
-from labelleak.attacks.base import SHADOW_RULES
+from labelleak.attacks.base import FIT_ON_SHADOWS
 from labelleak.auditing.loading import LogitsModule, as_classifier, load_model_file
 from labelleak.errors import LabelleakError
 from labelleak.evaluation import wilson_interval
@@ -49,8 +49,6 @@ from labelleak.utils import resolve_device, seed_everything, write_text_atomic
 NULL_SEED_OFFSET = 2 * SHADOW_SEED_OFFSET
 #: The white-box attacks that read the final linear layer's parameters.
 NEEDS_LINEAR_HEAD = frozenset({"param-dot", "param-diff", "head-bias", "head-norm"})
-#: The parameter attacks' rules that need no shadow runs (the audit's default for them).
-SHADOW_FREE_RULES = ("top", "kmeans", "gap")
 #: Attacks that are a reference, not evidence, and stay out of the summary.
 REFERENCE_ATTACKS = frozenset({"chance"})
 #: A set rule counts as evidence when it names a class on at most this fraction of null models.
@@ -300,8 +298,9 @@ def audit(
     dataset's default recipe. ``attacks`` defaults to every registered attack the knowledge
     allows; naming one it does not allow is an error. ``attacker_classes``: ``all``, a count
     (drawn with ``seed``) or class ids. ``forget_count``: how many classes rule ``top`` names.
-    ``shadow_rules`` also fits youden and tree on unlearned shadow runs (``shadow_methods``,
-    default the paper's five), which needs ``arch``.
+    ``shadow_rules`` adds the rules fit on unlearned shadow runs (youden and tree; the
+    inversions' threshold-fit and entropy-fit) with ``shadow_methods`` (default the paper's
+    five), which needs ``arch``.
     """
     started = time.perf_counter()
     if null_models < 1:
@@ -486,9 +485,8 @@ def _select_attacks(
         params = dict(config.attack_params.get(name, {}))
         cls = get_attack_class(name)
         if "rules" in cls.Config.model_fields and "rules" not in params:
-            wanted = [r for r in cls.rules if shadow_rules or r not in SHADOW_RULES]
-            if wanted != list(cls.rules):
-                params["rules"] = wanted
+            # Every rule the attack has, less those fit on shadow runs unless they are asked for.
+            params["rules"] = [r for r in cls.rules if shadow_rules or r not in FIT_ON_SHADOWS]
         attack = cls(make_attack_config(name, params))
         missing = sorted(attack.needs() - kinds)
         why = None
