@@ -227,6 +227,7 @@ def test_run_writes_results_and_prints_a_summary(tmp_path, capsys) -> None:
     code, out, err = invoke(argv, capsys)
     assert code == 0, err
     assert "results written to" in out
+    assert f"report: {out_dir / 'report.md'}" in out
     assert "retrain" in out
     assert (out_dir / "unlearning.csv").is_file()
     assert (out_dir / "config.resolved.yaml").is_file()

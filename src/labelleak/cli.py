@@ -75,6 +75,7 @@ def _run(config: Any, out: Path, cache_dir: Path | None, quiet: bool, executor: 
     build_report([out], out)
     written.append("report.md with plots/")
     click.echo(f"\nresults written to {out}/ ({', '.join(written)})")
+    click.echo(f"report: {out / 'report.md'}")
 
 
 @cli.command()
