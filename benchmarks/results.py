@@ -34,7 +34,12 @@ from bench_query_budget import summary as summary_by_budget
 from common import ROOT, with_sizes
 
 from labelleak.report import format_rate, load_results, unlearning_summary
-from labelleak.report.tables import best_rule, best_rule_table, ordered_attacks
+from labelleak.report.tables import (
+    best_rule,
+    best_rule_table,
+    ordered_attacks,
+    ordered_methods,
+)
 from labelleak.utils import write_text_atomic
 
 DATA = ROOT / "docs" / "data"
@@ -112,8 +117,11 @@ def headline(folder: Path) -> str:
 
 
 def audit_table(folder: Path) -> str:
-    """The audit benchmark's rows, and how many verdicts were right."""
+    """The audit benchmark's rows (the original first, then the methods in the report's
+    order), and how many verdicts were right."""
     table = pd.read_csv(folder / "audits.csv", dtype=str)
+    order = {m: i for i, m in enumerate(["original", *ordered_methods(table["model"], False)])}
+    table = table.sort_values("model", key=lambda column: column.map(order), kind="stable")
     right = int((table["right"] == "True").sum())
     return (
         table.to_markdown(index=False)
