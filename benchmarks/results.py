@@ -33,7 +33,7 @@ from bench_query_budget import budget_table
 from bench_query_budget import summary as summary_by_budget
 from common import ROOT, with_sizes
 
-from labelleak.report import format_rate, load_results, unlearning_summary
+from labelleak.report import attack_summary, format_rate, load_results, unlearning_summary
 from labelleak.report.tables import (
     best_rule,
     best_rule_table,
@@ -91,6 +91,12 @@ def grid_tables(folder: Path) -> str:
         "left alone; wall seconds per target; black-box queries per class):",
         compact_table(attacks.drop(columns=["k", "control"])),
     ]
+    for k, label in ((1, "one forgotten class"), (2, "two forgotten classes")):
+        if (attacks["k"] == k).any():
+            parts += [
+                f"Every rule on every method, {label} (the original column: rightly left alone):",
+                attack_summary(attacks[attacks["k"] == k].drop(columns=["k", "control"])),
+            ]
     return "\n\n".join(parts)
 
 
