@@ -443,3 +443,23 @@ def test_a_search_space_larger_than_the_input_fails_before_training(
         runner.run()
     assert not any((tmp_path / "cache").rglob("*.safetensors")), "a model was trained first"
     assert not (tmp_path / "out").exists(), "the output folder was written first"
+
+
+def test_a_methods_version_reaches_its_cells_only(tmp_path: Path, monkeypatch) -> None:
+    # Bumping a method's version (its code now makes other models) must not reuse the cells
+    # computed from the older models; other methods' cells keep their keys.
+    from labelleak.unlearning import get_method_class
+
+    def paths() -> tuple[str, str]:
+        grid = {**GRID, "methods": ["retrain", "finetune"]}
+        runner = ExperimentRunner(parse_config(grid), tmp_path, tmp_path)
+        return (
+            runner.cell_path(Cell("digits", 0, "retrain", (3,))).name,
+            runner.attack_cell_path(AttackCell("digits", 0, "retrain", (3,)), "invert-white").name,
+        ), runner.cell_path(Cell("digits", 0, "finetune", (3,))).name
+
+    before, other = paths()
+    monkeypatch.setattr(get_method_class("retrain"), "version", 2)
+    after, other_after = paths()
+    assert set(after).isdisjoint(before)
+    assert other_after == other

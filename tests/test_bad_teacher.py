@@ -1,4 +1,4 @@
-"""Bad Teacher, with its default config, removes digits class 3, keeps the rest, leaves the
+"""Bad Teacher, with its default config, removes digits classes, keeps the rest, leaves the
 original alone, is deterministic, and moves the student towards the incompetent teacher."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from labelleak.unlearning import build_method, make_config
 from labelleak.unlearning.bad_teacher import incompetent_teacher, retained_subset
 from labelleak.unlearning.scrub import distill_kl
 
-# Measured on digits, seed 0: class 3 forget acc 0.022, retained drop 0.0475.
-SINGLE_DROP = 0.07
+# Measured on digits, seed 0: class 3 forget acc 0.0, retained drop 0.0325.
+SINGLE_DROP = 0.055
 
 
 def test_bad_teacher_forgets_one_class_and_keeps_the_rest(
@@ -32,19 +32,33 @@ def test_bad_teacher_forgets_one_class_and_keeps_the_rest(
     assert after["retain_acc"] >= before["retain_acc"] - SINGLE_DROP, (before, after)
 
 
-def test_bad_teacher_lowers_two_classes(digits_pipeline, digits_original, digits_test) -> None:
-    # Short of the 0.05 every other method meets on digits: measured 0.136 (2: 0.114, 7: 0.159),
-    # retained drop 0.017; with ~90 training images per class the student matches the
-    # incompetent teacher on them without the removal carrying over to test images. On MNIST it
-    # meets 0.05 (README). Asserted here: the classes fall from above 0.9 to below 0.2.
+def test_bad_teacher_forgets_two_classes(digits_pipeline, digits_original, digits_test) -> None:
+    # Measured 0.057 (2: 0.045, 7: 0.068), retained drop 0.014: a little above the 0.05 the other
+    # methods meet on digits (about 90 training images per class, three steps per pass); on
+    # MNIST it meets it (docs/results.md).
     x_test, y_test = digits_test
     forget = (2, 7)
     before = class_accuracies(digits_original.model, x_test, y_test, forget)
     assert before["forget_acc"] >= 0.9
     model = build_method("bad-teacher").unlearn(make_task(digits_pipeline, digits_original, forget))
     after = class_accuracies(model, x_test, y_test, forget)
-    assert after["forget_acc"] <= 0.2, after
-    assert after["retain_acc"] >= before["retain_acc"] - 0.04, (before, after)
+    assert after["forget_acc"] <= 0.08, after
+    for label in forget:
+        assert class_accuracies(model, x_test, y_test, (label,))["forget_acc"] <= 0.10, label
+    assert after["retain_acc"] >= before["retain_acc"] - 0.035, (before, after)
+
+
+def test_the_incompetent_teacher_never_favours_a_forgotten_class(
+    digits_pipeline, digits_original, digits_test
+) -> None:
+    # retained_only: with it the forgotten class is gone; without it a random teacher's
+    # near-uniform outputs may keep it (MNIST seed 1, class 2: 66% left).
+    x_test, y_test = digits_test
+    task = make_task(digits_pipeline, digits_original, (2, 7))
+    kept = build_method("bad-teacher", {"retained_only": False}).unlearn(task)
+    masked = build_method("bad-teacher").unlearn(task)
+    without = class_accuracies(kept, x_test, y_test, (2, 7))["forget_acc"]
+    assert class_accuracies(masked, x_test, y_test, (2, 7))["forget_acc"] < without
 
 
 def test_bad_teacher_is_deterministic(digits_pipeline, digits_original) -> None:

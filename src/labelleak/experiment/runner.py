@@ -221,11 +221,16 @@ class ExperimentRunner:
     def _resolved_methods(self, names: list[str]) -> dict[str, dict[str, Any]]:
         # Methods enter with every field, neg-grad's later `margin` too: cells were keyed so
         # before `key_params` existed, and switching would orphan every stored cell. A setting
-        # added to an attack from now on goes in its config's `added_later` instead.
-        return {
-            name: build_method(name, self.config.method_params.get(name)).config.model_dump()
-            for name in names
-        }
+        # added to an attack from now on goes in its config's `added_later` instead. A method's
+        # `version` enters from 2 on, as in the model cache: a cell computed from a model the
+        # older code made is not reused (at version 1 the keys stay as they were).
+        resolved = {}
+        for name in names:
+            method = build_method(name, self.config.method_params.get(name))
+            resolved[name] = method.config.model_dump()
+            if method.version > 1:
+                resolved[name]["method_version"] = method.version
+        return resolved
 
     def _hash_key(
         self,

@@ -12,16 +12,21 @@ Whole-class removal needs nothing class-specific: the forget set is every traini
 forgotten classes. The incompetent teacher is the dataset's architecture re-initialised from
 ``task.seed + 12`` (``task.new_model()`` alone would reproduce the original's own initialisation).
 
-Our additions, measured on MNIST LeNet-5 (1,000 per class, seed 0, forget 3 / 7 / 2+9): the
-paper's one epoch at 1e-4 (14 steps) leaves 94% test accuracy on the forgotten class. A random
-LeNet's outputs are nearly uniform (mean top probability 0.11), so the student must match them
-closely before the true class stops ranking first. If after ``epochs`` a probe of the forget data
-is still more than ``stop_accuracy`` accurate (``task.forgotten_enough``), up to ``extra_epochs``
-further epochs run, stopping once it is not. At 1e-4 that stop is reached but the removal does not
-generalise (test forget accuracy 0.03-0.12, growing with more epochs: the student memorises the
-teacher's noise on the training images); at 5e-4 it does (0.00-0.015, retained drop <= 0.02); at
-1e-3 the retained drop reaches 0.036. On digits (about 90 training images per class) even 5e-4
-leaves 2+7 at 0.14 test forget accuracy; see tests/test_bad_teacher.py.
+Our additions. (1) The paper's one epoch at 1e-4 (14 steps on MNIST LeNet-5, 1,000 images per
+class) leaves 94% test accuracy on the forgotten class: a random LeNet's outputs are nearly uniform
+(mean top probability 0.11), so the student must match them closely before the true class stops
+ranking first. If after ``epochs`` a probe is still more than ``stop_accuracy`` accurate, up to
+``extra_epochs`` further epochs run, stopping once it is not. (2) That probe is a held-out
+``holdout_fraction`` of the forget data, never distilled on, so the stop tests that the removal
+generalises. (3) ``retained_only``: the incompetent teacher's outputs are spread over the retained
+classes. Without it, on the twelve-method MNIST grid (60 targets, seeds 0-2, lr 5e-4), 18 targets
+kept more than 5% of the class (up to 70%: seed 1, class 2): a random network's near-uniform
+outputs can favour the forgotten class itself, and matching them keeps it; a held-out probe alone
+ran all 31 epochs and left 66%. With both, on the five worst of those targets (seed 1: 2, 0+2, 5;
+seed 0: 1+5; seed 2: 0+4), forget test accuracy fell to at most 4.1 / 2.0 / 1.1% at lr 1e-4 /
+2e-4 / 5e-4, with retained drops of at most 2.2 / 2.5 / 5.5 points and 11-18 / 8-13 / 5-8 s:
+2e-4 is the default. On digits (about 90 training images per class, three steps per pass)
+forgetting 2 and 7 needs tens of passes: ``extra_epochs`` 30 left 20% of them, 100 leaves 5.7%.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from pydantic import Field
 
 from labelleak.models.base import ImageClassifier
-from labelleak.training import iterate_batches
+from labelleak.training import iterate_batches, predict_logits
 from labelleak.unlearning.base import MethodConfig, UnlearningMethod, UnlearningTask, register
 from labelleak.unlearning.scrub import distill_kl
 
@@ -47,10 +52,10 @@ class BadTeacherConfig(MethodConfig):
     )
     epochs: int = Field(1, ge=1, description="passes over the mix (the paper's 1)")
     lr: float = Field(
-        5e-4,
+        2e-4,
         gt=0,
-        description="Adam learning rate; the paper's 1e-4 removes the forget training images but "
-        "not the class (see the module docstring)",
+        description="Adam learning rate; the paper's 1e-4 forgets too, more slowly (see the "
+        "module docstring)",
     )
     batch_size: int = Field(256, ge=1, description="samples per step (the paper's 256)")
     temperature: float = Field(1.0, gt=0, description="KL temperature (the paper's 1)")
@@ -61,9 +66,25 @@ class BadTeacherConfig(MethodConfig):
         description="forget-probe accuracy the extra epochs aim for (as neg-grad's stop)",
     )
     extra_epochs: int = Field(
-        30,
+        100,
         ge=0,
-        description="further passes over the mix while the forget probe is above stop_accuracy",
+        description="further passes over the mix while the forget probe is above stop_accuracy "
+        "(MNIST stops within a few; digits, a few steps per pass, needs tens)",
+    )
+    retained_only: bool = Field(
+        True,
+        description="spread the incompetent teacher's outputs over the retained classes only: a "
+        "random network's near-uniform outputs can favour the forgotten class itself, which the "
+        "student then keeps (MNIST seed 1, class 2: 66% of its test images after 31 epochs)",
+    )
+    holdout_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="forget samples kept out of the distillation as the stopping probe, so the "
+        "rule checks that the removal generalises; 0 distils every forget sample and probes "
+        "them (MNIST: the student then matched the probe and kept up to 70% of the class's test "
+        "images)",
     )
 
 
@@ -86,6 +107,16 @@ def retained_subset(
     return torch.randperm(len(task.retain_y), generator=generator)[:size]
 
 
+def split_forget(
+    task: UnlearningTask, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forget-sample indices to distil and the held-out ``fraction`` (none when 0) that only
+    probes whether the removal generalises."""
+    order = torch.randperm(len(task.forget_y), generator=generator)
+    held = round(fraction * len(order))
+    return order[held:], order[:held]
+
+
 @register("bad-teacher")
 class BadTeacher(UnlearningMethod):
     Config = BadTeacherConfig
@@ -99,15 +130,28 @@ class BadTeacher(UnlearningMethod):
         bad = incompetent_teacher(task)
         student = task.copy_original()
         keep = retained_subset(task, config.retain_fraction, generator)
-        x = torch.cat([task.forget_x, task.retain_x[keep]])
-        is_forget = torch.cat([torch.ones(len(task.forget_y)), torch.zeros(len(keep))]).bool()
+        distilled, held = split_forget(task, config.holdout_fraction, generator)
+        x = torch.cat([task.forget_x[distilled], task.retain_x[keep]])
+        is_forget = torch.cat([torch.ones(len(distilled)), torch.zeros(len(keep))]).bool()
         # Both teachers are fixed, so their targets are computed once for the whole mix.
         with torch.no_grad():
-            targets = torch.where(
-                is_forget[:, None], self._logits(bad, x, task), self._logits(good, x, task)
-            )
+            incompetent = self._logits(bad, x, task)
+            if config.retained_only:
+                # Finite, so that KL's 0 * log 0 terms stay 0: e^-10^4 is 0 in float32.
+                incompetent[:, list(task.forget_classes)] -= 1e4
+            targets = torch.where(is_forget[:, None], incompetent, self._logits(good, x, task))
         optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
-        forgotten = task.forgotten_enough(config.stop_accuracy)
+        if len(held):
+            probe_x, probe_y = task.forget_x[held], task.forget_y[held]
+
+            def forgotten(model: torch.nn.Module) -> bool:
+                logits = predict_logits(model, probe_x, device=task.device)
+                return (
+                    float((logits.argmax(dim=1) == probe_y).float().mean()) <= config.stop_accuracy
+                )
+
+        else:
+            forgotten = task.forgotten_enough(config.stop_accuracy)
         for epoch in range(config.epochs + config.extra_epochs):
             if epoch >= config.epochs and forgotten(student):
                 break
