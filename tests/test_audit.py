@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,9 @@ def test_audit_of_a_foreign_module_names_the_forgotten_class(foreign_model, tmp_
     assert any(v.named == (FORGOTTEN,) for v in evidence.values())
     assert all(v.false_alarm_rate() <= result.max_false_alarm for v in evidence.values())
     assert f"class {FORGOTTEN}" in result.summary()
+    # The ranking attacks agree on class 7 more than they agree on anything on a null model.
+    assert len(result.null_agreement) == 3
+    assert result.verdict()[0] == (FORGOTTEN,)
     assert result.reserve_accuracy[FORGOTTEN] < 0.1
     # The final nn.Linear is found, so the parameter attacks ran; the module was not touched.
     assert {"param-diff", "head-bias"} <= {v.attack for v in result.verdicts}
@@ -281,3 +285,27 @@ def test_original_and_shadow_rules_add_their_attacks(tmp_path) -> None:
     assert {("invert-white", "threshold-fit"), ("invert-white", "entropy-fit")} <= rules.keys()
     with pytest.raises(LabelleakError, match="shadow-fit rules need arch"):
         labelleak.audit(unlearned, DATASET, shadow_rules=True, null_models=1, cache_dir=tmp_path)
+
+
+def test_a_second_audit_reads_the_null_models_outcomes(saved_mlp, tmp_path, monkeypatch) -> None:
+    from labelleak.attacks.baselines import HeadNorm
+
+    calls = []
+    original_run = HeadNorm.run
+
+    def counted(self, knowledge, seed=0):  # type: ignore[no-untyped-def]
+        calls.append(seed)
+        return original_run(self, knowledge, seed)
+
+    monkeypatch.setattr(HeadNorm, "run", counted)
+    first = labelleak.audit(
+        saved_mlp, DATASET, arch="mlp", attacks=["head-norm"], null_models=3, cache_dir=tmp_path
+    )
+    assert len(calls) == 1 + 3
+    second = labelleak.audit(
+        saved_mlp, DATASET, arch="mlp", attacks=["head-norm"], null_models=3, cache_dir=tmp_path
+    )
+    assert len(calls) == 1 + 3 + 1  # the audited model only
+    assert second.verdicts == [replace(v, seconds=w.seconds) for v, w in
+                               zip(first.verdicts, second.verdicts, strict=True)]  # fmt: skip
+    assert second.null_agreement == first.null_agreement

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+import labelleak
 from labelleak.attacks import (
     ATTACKS,
     Attack,
@@ -37,13 +38,18 @@ from labelleak.attacks.base import FIT_ON_SHADOWS
 from labelleak.auditing.loading import LogitsModule, as_classifier, load_model_file
 from labelleak.errors import LabelleakError
 from labelleak.evaluation import wilson_interval
-from labelleak.experiment.attacking import SHADOW_SEED_OFFSET, AttackRunner, format_set
+from labelleak.experiment.attacking import (
+    RESULTS_VERSION,
+    SHADOW_SEED_OFFSET,
+    AttackRunner,
+    format_set,
+)
 from labelleak.experiment.config import parse_config, validate_config
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.experiment.store import ArtifactStore, default_cache_dir
 from labelleak.training import predict_logits, train_model
 from labelleak.unlearning import PAPER_METHODS
-from labelleak.utils import resolve_device, seed_everything, write_text_atomic
+from labelleak.utils import content_hash, resolve_device, seed_everything, write_text_atomic
 
 #: Null models' seeds start here (shadow runs start at SHADOW_SEED_OFFSET): never a target's.
 NULL_SEED_OFFSET = 2 * SHADOW_SEED_OFFSET
@@ -103,6 +109,9 @@ class AuditResult:
     seconds: float
     max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Per null model, how many ranking attacks (their ``top``) agree on the set most of them
+    #: name: the yardstick for the audited model's own agreement (:meth:`consensus`).
+    null_agreement: list[int] = field(default_factory=list)
 
     def evidence(self) -> dict[str, Verdict]:
         """Per attack (references left out), its set rule with the fewest false alarms, when
@@ -133,6 +142,33 @@ class AuditResult:
         classes, count = tops.most_common(1)[0]
         return classes, count, sum(tops.values())
 
+    def consensus(self) -> tuple[tuple[int, ...], int, int, int]:
+        """The set most attacks rank first (:meth:`ranked_first`), how many do, of how many,
+        and on how many null models at least that many attacks agree on any one set (its
+        false alarms)."""
+        classes, count, total = self.ranked_first()
+        alarms = sum(agreement >= count for agreement in self.null_agreement)
+        return classes, count, total, alarms
+
+    def verdict(self) -> tuple[tuple[int, ...], str]:
+        """The classes the audit concludes were forgotten (empty: none) and why.
+
+        The ranking consensus decides when it is calibrated (as many attacks agree on at most
+        :attr:`max_false_alarm` of the null models); else the set most calibrated set rules
+        (:meth:`evidence`) name; else nothing.
+        """
+        classes, count, total, alarms = self.consensus()
+        nulls = len(self.null_agreement)
+        if total and nulls and alarms / nulls <= self.max_false_alarm:
+            return classes, (
+                f"{count} of {total} attacks rank it first; {alarms} of {nulls} null models see "
+                "that much agreement"
+            )
+        leader, named = self.leading()
+        if leader:
+            return leader, f"named by {named} of {len(self.evidence())} calibrated set rules"
+        return (), "no calibrated agreement or set rule names a class"
+
     def summary(self) -> str:
         """A plain-language verdict, e.g. ``3 of 4 calibrated attacks name class 7 ...``."""
         evidence = self.evidence()
@@ -157,12 +193,13 @@ class AuditResult:
                 f"No attack has a set rule with at most {self.max_false_alarm:.0%} false alarms "
                 f"on the {self.null_models} null models: no calibrated verdict."
             )
-        ranked, count, total = self.ranked_first()
+        ranked, count, total, alarms = self.consensus()
         if total:
             lines.append(
                 f"Told {self.forget_count} class{'es' if self.forget_count > 1 else ''} "
                 f"{'were' if self.forget_count > 1 else 'was'} forgotten, {count} of {total} "
-                f"attacks rank {_classes(ranked)} first."
+                f"attacks rank {_classes(ranked)} first; on {alarms} of "
+                f"{len(self.null_agreement)} null models as many agree on one answer."
             )
         accuracy = np.asarray(self.reserve_accuracy)
         low = [int(c) for c in np.flatnonzero(accuracy < 0.5)]
@@ -172,14 +209,8 @@ class AuditResult:
                 f"{_classes(tuple(low))} at {', '.join(f'{accuracy[c]:.2f}' for c in low)} "
                 f"accuracy (the other classes {np.delete(accuracy, low).min():.2f} or more)."
             )
-        leader, count = self.leading()
-        if leader:
-            lines.append(
-                f"Verdict: {_classes(leader)} is named by {count} of {len(evidence)} calibrated "
-                "attacks."
-            )
-        else:
-            lines.append("Verdict: no calibrated attack names a forgotten class.")
+        classes, why = self.verdict()
+        lines.append(f"Verdict: {_classes(classes) if classes else 'nothing'} ({why}).")
         return "\n".join(lines)
 
     def to_frame(self) -> pd.DataFrame:
@@ -375,13 +406,50 @@ def audit(
             extra={"trial": f"audit seed {seed}"},
         )
 
+    def stored(model_key: str | None) -> Callable[[str], Path | None]:
+        """Where an attack's outcome on a cached null model is kept (``None``: not kept)."""
+
+        def path(name: str) -> Path | None:
+            if model_key is None:
+                return None
+            needs = instances[name].needs()
+            key = content_hash(
+                {
+                    "null": model_key,
+                    "attack": name,
+                    "params": instances[name].config.key_params(),
+                    "classes": list(classes),
+                    "forget_count": forget_count,
+                    "seed": seed,
+                    "unrelated": [
+                        config.unrelated_for(dataset),
+                        config.unrelated_count,
+                        config.split_seed,
+                    ]
+                    if "unrelated_data" in needs
+                    else None,
+                    "shadows": list(config.methods) if "shadows" in needs else None,
+                    "version": [RESULTS_VERSION, labelleak.__version__],
+                }
+            )
+            return store.root / "audit-null" / key[:2] / f"{key}.json"
+
+        return path
+
     on_target = _attack_all(instances, lambda: knowledge_of(target, reference), seed)
     nulls = _null_models(pipeline, dataset, target, arch, null_models, seed, progress)
-    # A null model is its own "model before unlearning": nothing was unlearned.
+    # A null model is its own "model before unlearning": nothing was unlearned. Its outcomes do
+    # not depend on the audited model, so a later audit with the same knowledge reads them.
     on_nulls = [
-        _attack_all(instances, lambda null=null: knowledge_of(null, null), seed)
-        for null in tqdm(nulls, desc="attack null models", disable=not progress)
+        _attack_all(instances, lambda null=null: knowledge_of(null, null), seed, stored(key))
+        for null, key in tqdm(nulls, desc="attack null models", disable=not progress)
     ]
+    ranking = [name for name in instances if name not in REFERENCE_ATTACKS]
+    agreement = [
+        max(Counter(run[name, "top"][0] for name in ranking if (name, "top") in run).values(),
+            default=0)
+        for run in on_nulls
+    ]  # fmt: skip
     verdicts = []
     for (name, rule), (named, queries, seconds) in on_target.items():
         answers = [run[name, rule][0] for run in on_nulls]
@@ -409,6 +477,7 @@ def audit(
         reserve_accuracy=reserve_accuracy,
         seconds=time.perf_counter() - started,
         max_false_alarm=max_false_alarm,
+        null_agreement=agreement,
         settings={
             "seed": seed,
             "unrelated": config.unrelated_for(dataset),
@@ -504,19 +573,31 @@ def _select_attacks(
 
 
 def _attack_all(
-    instances: dict[str, Attack], knowledge: Callable[[], AttackerKnowledge], seed: int
+    instances: dict[str, Attack],
+    knowledge: Callable[[], AttackerKnowledge],
+    seed: int,
+    stored: Callable[[str], Path | None] = lambda name: None,
 ) -> dict[tuple[str, str], tuple[tuple[int, ...], int, float]]:
     """Every attack on one model, each with its own query counter (``knowledge()`` builds a
-    fresh one): ``(attack, rule) -> (named classes, queries, seconds)``."""
+    fresh one): ``(attack, rule) -> (named classes, queries, seconds)``. An attack whose
+    ``stored(name)`` file exists is read from it; one computed is written there."""
     outcome = {}
     for name, attack in instances.items():
+        path = stored(name)
+        if path is not None and path.is_file():
+            for rule, (named, queries, seconds) in json.loads(path.read_text()).items():
+                outcome[name, rule] = (tuple(named), queries, seconds)
+            continue
         view = restrict(knowledge(), attack.needs())
         attack.prepare(view, seed=seed)
         began = time.perf_counter()
         results = attack.run(view, seed=seed)
         seconds = time.perf_counter() - began
-        for result in results:
-            outcome[name, result.rule] = (tuple(result.predicted), int(result.queries), seconds)
+        rows = {r.rule: (tuple(r.predicted), int(r.queries), seconds) for r in results}
+        outcome.update({(name, rule): row for rule, row in rows.items()})
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({rule: list(row) for rule, row in rows.items()}))
     return outcome
 
 
@@ -528,9 +609,10 @@ def _null_models(
     count: int,
     seed: int,
     progress: bool,
-) -> list[nn.Module]:
-    """``count`` models trained on the attacker's whole reserve and never unlearned: ``arch``
-    with its recipe (cached), else re-initialised copies of ``target``'s own module."""
+) -> list[tuple[nn.Module, str | None]]:
+    """``count`` models trained on the attacker's whole reserve and never unlearned, with
+    their cache keys: ``arch`` with its recipe (cached), else re-initialised copies of
+    ``target``'s own module (not cached: key ``None``)."""
     splits = pipeline.splits(dataset)
     x, y = splits.attacker_data()
     device = pipeline.device
@@ -538,12 +620,12 @@ def _null_models(
     for index in tqdm(range(count), desc="train null models", disable=not progress):
         null_seed = NULL_SEED_OFFSET + 1000 * seed + index
         if arch is not None:
-            built = pipeline.shadow_models(dataset, null_seed, x, y, [("original", ())])
-            models.append(built[0][2].model.to(device).eval())
+            built = pipeline.shadow_models(dataset, null_seed, x, y, [("original", ())])[0][2]
+            models.append((built.model.to(device).eval(), built.key))
             continue
         base = target.module if isinstance(target, LogitsModule) else target
         fresh = _fresh_copy(base, null_seed)
         train_model(fresh, x, y, pipeline.train_config(dataset), seed=null_seed, device=device)
         wrapped, _ = as_classifier(fresh.eval(), x[:8].to(device), splits.num_classes)
-        models.append(wrapped)
+        models.append((wrapped, None))
     return models
