@@ -3,9 +3,10 @@
 For each method, the seed-0 MNIST LeNet-5 (1,000 images per class, as in bench_attacks.py) with
 ``--forget`` removed is written to a safetensors file, as a user would hand one over, and audited
 with the command line in a fresh process (``--null-models`` never-unlearned models, trained once
-and then read from the cache). The never-unlearned original is audited too: its right verdict is
-"no class". Prints per file the verdict, whether it is right, the class most attacks rank first,
-and the audit's wall time (the first audit also trains the null models).
+and then read from the cache with the attacks' outcomes on them). The never-unlearned original is
+audited too: its right verdict is "no class". Prints per file the verdict, whether it is right,
+the ranking consensus and its false alarms on the null models, what the calibrated set rules
+name, and the audit's wall time (the first audit also trains and attacks the null models).
 
     .venv/bin/python benchmarks/bench_audit.py [--methods retrain neg-grad ...] [--forget 7]
         [--null-models 20] [--data-dir ../shared/data] [--out DIR] [--cache-dir DIR]
@@ -88,16 +89,19 @@ def main() -> int:
         content, seconds = audit(path, args.out / method, args)
         truth = () if method == "original" else forget
         result = AuditResult.from_dict(content)
-        named, count = result.leading()
-        ranked, ranked_count, ranking = result.ranked_first()
+        named, _ = result.verdict()
+        leader, count = result.leading()
+        ranked, ranked_count, ranking, alarms = result.consensus()
         rows.append(
             {
                 "model": method,
                 "truth": "+".join(map(str, truth)) or "none",
                 "verdict": "+".join(map(str, named)) or "none",
                 "right": named == truth,
-                "calibrated attacks naming it": f"{count}/{len(result.evidence())}",
-                "ranked first by most": f"{'+'.join(map(str, ranked))} ({ranked_count}/{ranking})",
+                "ranked first": f"{'+'.join(map(str, ranked))} by {ranked_count}/{ranking}",
+                "null models as unanimous": f"{alarms}/{len(result.null_agreement)}",
+                "calibrated set rules": f"{'+'.join(map(str, leader)) or 'none'} by "
+                f"{count}/{len(result.evidence())}",
                 "wall s": round(seconds, 1),
             }
         )
