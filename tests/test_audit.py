@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import labelleak
+from labelleak.auditing import AuditResult, Verdict
 from labelleak.cli import main
 from labelleak.data import load_dataset, make_splits
 from labelleak.errors import LabelleakError
@@ -309,3 +310,36 @@ def test_a_second_audit_reads_the_null_models_outcomes(saved_mlp, tmp_path, monk
     assert second.verdicts == [replace(v, seconds=w.seconds) for v, w in
                                zip(first.verdicts, second.verdicts, strict=True)]  # fmt: skip
     assert second.null_agreement == first.null_agreement
+
+
+def _result(agreement: list[int], set_alarms: int, gap_alarms: int = 0) -> AuditResult:
+    """A hand-made audit of 10 null models: three attacks rank class 7 first, one ranks 2;
+    one set rule names 7 with ``gap_alarms`` false alarms."""
+    verdicts = [
+        Verdict("a", "top", (7,), None, 10, 0, 0, 0.0),
+        Verdict("b", "top", (7,), None, 10, 0, 0, 0.0),
+        Verdict("c", "top", (7,), None, 10, 0, 0, 0.0),
+        Verdict("d", "top", (2,), None, 10, 0, 0, 0.0),
+        Verdict("a", "gap", (7,), gap_alarms, 10, 0, 0, 0.0),
+    ]
+    return AuditResult(
+        "digits", "mlp", False, 1, tuple(range(10)), 10, verdicts, {}, [0.9] * 10, 1.0,
+        null_agreement=agreement, null_set_alarms=set_alarms,
+    )  # fmt: skip
+
+
+def test_the_verdict_is_calibrated_on_the_null_models() -> None:
+    # Three of four attacks agree on 7; no null model sees three agree: the consensus decides.
+    assert _result([1, 2, 2, 1, 2, 1, 1, 2, 2, 1], set_alarms=5).verdict()[0] == (7,)
+    # Half the null models see as much agreement: the consensus is no evidence, and the one
+    # calibrated set rule decides only when the set rules together rarely fire on null models.
+    uncalibrated = [3, 3, 3, 3, 3, 1, 1, 1, 1, 1]
+    assert _result(uncalibrated, set_alarms=1).verdict()[0] == (7,)
+    noisy = _result(uncalibrated, set_alarms=4)
+    assert noisy.verdict()[0] == ()
+    assert "Verdict: nothing" in noisy.summary()
+    # A set rule firing on 3 of 10 null models is not calibrated evidence at all.
+    assert _result(uncalibrated, set_alarms=0, gap_alarms=3).evidence() == {}
+    # The result survives its JSON form.
+    again = AuditResult.from_dict(json.loads(json.dumps(noisy.to_dict())))
+    assert again.verdict() == noisy.verdict()

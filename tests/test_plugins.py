@@ -19,7 +19,7 @@ from labelleak.unlearning.plugins import register_plugins
 # A user's method, written against the public interface only: it lowers the forgotten classes'
 # classifier biases, which forgets them without touching anything else (and leaks them to the
 # head-bias baseline, which the grid test checks).
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import torch
 from pydantic import Field
 
@@ -43,7 +43,7 @@ class SuppressHead(UnlearningMethod):
 
 class NotAMethod:
     pass
-'''
+"""
 
 GRID = """
 dataset: digits

@@ -112,6 +112,9 @@ class AuditResult:
     #: Per null model, how many ranking attacks (their ``top``) agree on the set most of them
     #: name: the yardstick for the audited model's own agreement (:meth:`consensus`).
     null_agreement: list[int] = field(default_factory=list)
+    #: On how many null models any of the calibrated set rules (:meth:`evidence`) named a class:
+    #: their joint false alarms, the yardstick for the set-rule verdict.
+    null_set_alarms: int | None = None
 
     def evidence(self) -> dict[str, Verdict]:
         """Per attack (references left out), its set rule with the fewest false alarms, when
@@ -165,8 +168,17 @@ class AuditResult:
                 "that much agreement"
             )
         leader, named = self.leading()
+        joint = self.null_set_alarms
+        if leader and nulls and joint is not None and joint / nulls <= self.max_false_alarm:
+            return leader, (
+                f"named by {named} of {len(self.evidence())} calibrated set rules, which "
+                f"together name a class on {joint} of {nulls} null models"
+            )
         if leader:
-            return leader, f"named by {named} of {len(self.evidence())} calibrated set rules"
+            return (), (
+                f"the calibrated set rules name {_classes(leader)}, but together they name a "
+                f"class on {joint} of {nulls} null models"
+            )
         return (), "no calibrated agreement or set rule names a class"
 
     def summary(self) -> str:
@@ -465,7 +477,7 @@ def audit(
                 seconds=seconds,
             )
         )
-    return AuditResult(
+    result = AuditResult(
         dataset=dataset,
         arch=arch or type(model).__name__,
         black_box=black_box,
@@ -486,6 +498,9 @@ def audit(
             "attack_params": {n: a.config.model_dump(mode="json") for n, a in instances.items()},
         },
     )
+    chosen = [(v.attack, v.rule) for v in result.evidence().values()]
+    result.null_set_alarms = sum(any(run[key][0] for key in chosen) for run in on_nulls)
+    return result
 
 
 def _load(model: nn.Module | str | Path, arch: str | None, data: Any, what: str) -> nn.Module:
