@@ -198,8 +198,13 @@ class AuditResult:
                     f"null models: {alarms})."
                 )
             silent = [a for a, v in evidence.items() if not v.named]
-            if silent:
+            if silent and named:
                 lines.append(f"{len(silent)} name nothing ({', '.join(silent)}).")
+            elif silent:
+                lines.append(
+                    f"None of the {len(silent)} calibrated attacks names a class "
+                    f"({', '.join(silent)})."
+                )
         else:
             lines.append(
                 f"No attack has a set rule with at most {self.max_false_alarm:.0%} false alarms "
