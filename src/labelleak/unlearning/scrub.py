@@ -126,11 +126,10 @@ class Scrub(UnlearningMethod):
             xb = task.forget_x[batch].to(task.device)
             yb = task.forget_y[batch].to(task.device)
             logits = student(xb)
-            # The full probe is only worth a forward pass once this batch is mostly forgotten.
-            batch_known = float((logits.detach().argmax(dim=1) == yb).float().mean())
-            if batch_known <= 0.25 and forgotten(student):
-                return
             known = logits.detach().argmax(dim=1) == yb
+            # The full probe is only worth a forward pass once this batch is mostly forgotten.
+            if float(known.float().mean()) <= 0.25 and forgotten(student):
+                return
             if not bool(known.any()):
                 continue
             with torch.no_grad():
