@@ -170,5 +170,8 @@ def test_results_script_rebuilds_tables_from_a_results_folder(tmp_path) -> None:
     headline = readme.read_text()
     assert headline.startswith("before\n<!-- headline: methods-mnist -->\n")
     assert "stale" not in headline and headline.endswith("<!-- /headline -->\nafter\n")
-    # 3 of 4 unlearned targets on one class; the original left alone in 1 of 2.
-    assert "head-bias · top" in headline and "75.0 [30.1, 95.4] n=4" in headline
+    # top: 3 of 4 unlearned targets on one class; the set rule gap: no success on the 4
+    # targets, nor on the 2 controls (the fixture scores every gap row 0).
+    assert "| head-bias " in headline and "75.0 [30.1, 95.4] n=4" in headline
+    assert "| gap " in headline and "0.0 [0.0, 49.0] n=4" in headline
+    assert "0.0 [0.0, 65.8] n=2" in headline
