@@ -21,6 +21,18 @@ BENCHMARKS = ROOT / "benchmarks"
 DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "choices.md"]
 
 
+def run_script(path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """A benchmark script run from the benchmarks folder, as the documents show them run."""
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=BENCHMARKS,
+        timeout=timeout,
+    )
+
+
 def shown_commands(path: Path) -> list[str]:
     """The shell commands in ``path``'s bash blocks, continuation lines joined, comments cut."""
     commands = []
@@ -81,27 +93,12 @@ def test_every_labelleak_command_shown_parses(words: list[str]) -> None:
 def test_every_benchmark_command_shown_parses(script: str, words: list[str]) -> None:
     path = ROOT / script
     assert path.is_file(), f"{script} is shown but does not exist"
-    helped = subprocess.run(
-        [sys.executable, str(path), "--help"],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        cwd=BENCHMARKS,
-        timeout=120,
-    )
+    helped = run_script(path, "--help", timeout=120)
     assert helped.returncode == 0, helped.stderr
     if words and not words[0].startswith("-"):
         # A subcommand (results.py archive / render): its own options are listed under it.
-        sub = subprocess.run(
-            [sys.executable, str(path), words[0], "--help"],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            cwd=BENCHMARKS,
-            timeout=120,
-        )
-        assert sub.returncode == 0, sub.stderr
-        helped = sub
+        helped = run_script(path, words[0], "--help", timeout=120)
+        assert helped.returncode == 0, helped.stderr
     for word in words:
         if word.startswith("--"):
             assert word.split("=")[0] in helped.stdout, f"{script} has no option {word}"
@@ -145,14 +142,7 @@ def test_results_script_rebuilds_tables_from_a_results_folder(tmp_path) -> None:
     )
 
     def script(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, str(BENCHMARKS / "results.py"), *args],
-            capture_output=True,
-            text=True,
-            env=subprocess_env(),
-            cwd=BENCHMARKS,
-            timeout=300,
-        )
+        done = run_script(BENCHMARKS / "results.py", *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
