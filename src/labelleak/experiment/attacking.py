@@ -30,6 +30,7 @@ from labelleak.attacks import (
     restrict,
 )
 from labelleak.data.unrelated import unrelated_images
+from labelleak.defences import NO_DEFENCE
 from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.pipeline import Pipeline
 from labelleak.models.base import ImageClassifier
@@ -40,7 +41,7 @@ from labelleak.utils import atomic_path, content_hash
 SHADOW_SEED_OFFSET = 100_000
 
 ATTACK_COLUMNS = [
-    "dataset", "arch", "method", "forgotten", "seed", "attack", "rule",
+    "dataset", "arch", "method", "defence", "forgotten", "seed", "attack", "rule",
     "predicted", "success", "queries", "seconds", "attacker_classes",
 ]  # fmt: skip
 
@@ -76,6 +77,16 @@ class AttackCell:
     seed: int
     method: str
     gap: tuple[int, ...]
+    #: The defence the released target went through (``none``: as the method left it).
+    defence: str = NO_DEFENCE
+
+    def __repr__(self) -> str:
+        # The repr enters cache keys: an undefended target keeps the key it had before defences.
+        tail = "" if self.defence == NO_DEFENCE else f", defence={self.defence!r}"
+        return (
+            f"AttackCell(dataset={self.dataset!r}, seed={self.seed!r}, method={self.method!r}, "
+            f"gap={self.gap!r}{tail})"
+        )
 
     @property
     def truth(self) -> tuple[int, ...]:
@@ -160,16 +171,28 @@ class AttackRunner:
         jobs += [(method, forget) for method in methods for forget in singles + pairs]
         return jobs
 
+    def shadow_defence(self, target_defence: str) -> str:
+        """The defence the attacker applies to its shadows: the target's when it is adaptive."""
+        return target_defence if self.config.shadow_defence == "same" else NO_DEFENCE
+
     def shadows(
-        self, dataset: str, seed: int, classes: tuple[int, ...], target_method: str
+        self,
+        dataset: str,
+        seed: int,
+        classes: tuple[int, ...],
+        target_method: str,
+        target_defence: str = NO_DEFENCE,
     ) -> list[ShadowRun]:
         """The attacker's shadow runs, built (or loaded) once per knowledge setting."""
         methods = self.shadow_methods(target_method)
-        key = (dataset, seed, classes, tuple(methods))
+        defence = self.shadow_defence(target_defence)
+        key = (dataset, seed, classes, tuple(methods), defence)
         if key not in self._shadows:
             x, y = self.pipeline.splits(dataset).attacker_data(classes)
             jobs = self.shadow_jobs(classes, methods, seed)
-            built = self.pipeline.shadow_models(dataset, SHADOW_SEED_OFFSET + seed, x, y, jobs)
+            built = self.pipeline.shadow_models(
+                dataset, SHADOW_SEED_OFFSET + seed, x, y, jobs, defence
+            )
             self._shadows[key] = [
                 ShadowRun(target.model, forget, original.model, method, trained_classes=classes)
                 for method, forget, original, target in built
@@ -190,7 +213,9 @@ class AttackRunner:
             attacker_classes=classes,
             unrelated_data=self.unrelated(cell.dataset),
             original=self.pipeline.original(cell.dataset, cell.seed).model,
-            shadows=lambda: self.shadows(cell.dataset, cell.seed, classes, cell.method),
+            shadows=lambda: self.shadows(
+                cell.dataset, cell.seed, classes, cell.method, cell.defence
+            ),
             # The control is told the count of the targets it stands beside, as it gets their
             # attacker data.
             forget_count=len(cell.gap),
@@ -225,12 +250,12 @@ class AttackRunner:
         attack = self.attack(name)
         if cell.method != "original" or attack.per_trial or not attack.needs() <= SHARED_KNOWLEDGE:
             return None
-        return (cell.dataset, cell.seed, name, len(cell.gap))
+        return (cell.dataset, cell.seed, name, len(cell.gap), cell.defence)
 
     def target_model(self, cell: AttackCell) -> ImageClassifier:
-        if cell.method == "original":
-            return self.pipeline.original(cell.dataset, cell.seed).model
-        return self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.gap).model
+        return self.pipeline.released(
+            cell.dataset, cell.seed, cell.method, cell.gap, cell.defence
+        ).model
 
     def save_prototypes(
         self,
@@ -242,12 +267,13 @@ class AttackRunner:
     ) -> None:
         """A picture of one target's prototypes: named by (dataset, method), or with
         ``per_target`` by the forget set and seed too (the original, one model per seed, once)."""
+        method = cell.method if cell.defence == NO_DEFENCE else f"{cell.method}-{cell.defence}"
         if not per_target:
-            name = f"{cell.dataset}-{cell.method}"
+            name = f"{cell.dataset}-{method}"
         elif cell.method == "original":
-            name = f"{cell.dataset}-original-seed{cell.seed}"
+            name = f"{cell.dataset}-{method}-seed{cell.seed}"
         else:
-            name = f"{cell.dataset}-{cell.method}-{format_set(cell.truth)}-seed{cell.seed}"
+            name = f"{cell.dataset}-{method}-{format_set(cell.truth)}-seed{cell.seed}"
         path = folder / f"{name}-{attack}.png"
         with_prototypes = [r for r in results if {"prototypes", "profiles"} <= r.details.keys()]
         if path.exists() or not with_prototypes:
@@ -261,7 +287,7 @@ class AttackRunner:
             forgotten=cell.truth,
             predicted=result.predicted,
             class_names=data.class_names,
-            title=f"{attack} on {cell.dataset} / {cell.method}, forgotten "
+            title=f"{attack} on {cell.dataset} / {method}, forgotten "
             f"{format_set(cell.truth)}, named ({result.rule}) {format_set(result.predicted)}",
         )
 
@@ -280,6 +306,9 @@ class AttackRunner:
             f"seed {cell.seed}, attacker classes {format_set(classes)}, "
             f"shadows {'+'.join(self.shadow_methods(cell.method))}"
         )
+        shadow_defence = self.shadow_defence(cell.defence)
+        if shadow_defence != NO_DEFENCE:
+            knowledge += f" defended by {shadow_defence}"
         name = f"{content_hash([cell.dataset, attack, knowledge])}.csv"
         roc = next((r.details["roc"] for r in results if "roc" in r.details), None)
         if roc is not None and len(roc["score"]) > 0:
@@ -357,6 +386,7 @@ class AttackRunner:
                     "dataset": cell.dataset,
                     "arch": self.config.arch_for(cell.dataset),
                     "method": cell.method,
+                    "defence": cell.defence,
                     "forgotten": format_set(cell.truth),
                     "seed": cell.seed,
                     "attack": name,

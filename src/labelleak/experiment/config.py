@@ -11,6 +11,7 @@ Keys (see ``configs/`` for examples)::
     forget: each                   # every single class; or [[3], [2, 7]]; or {random_pairs: 10}
     seeds: [0]
     attacks: []                    # label-leakage attacks and baselines by name
+    defences: [none]               # defences applied to every unlearned model (none = control)
 
 ``forget`` also accepts a list mixing those forms, e.g. ``[each, {random_pairs: 10}]``, and
 ``{random_sets: {size: 3, count: 5}}``; a flat list of class ids such as ``[2, 7]`` is ONE set.
@@ -32,6 +33,7 @@ from labelleak.attacks import get_attack_class, make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
 from labelleak.data.splits import validate_forget_classes
 from labelleak.data.unrelated import unrelated_sources
+from labelleak.defences import NO_DEFENCE, get_defence_class, make_defence_config
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models import ARCHITECTURES
 from labelleak.registry import first_error
@@ -88,6 +90,18 @@ class ExperimentConfig(BaseModel):
     shadow_singles: int = Field(3, ge=0, description="single-class forget sets per shadow method")
     shadow_pairs: int = Field(1, ge=0, description="two-class forget sets per shadow method")
     controls: bool = Field(True, description="also attack the never-unlearned original")
+    defences: list[str] = Field(
+        [NO_DEFENCE],
+        min_length=1,
+        description="defences applied to every unlearned model, each a separate target "
+        "(none = the model as the method left it); see labelleak.defences",
+    )
+    defence_params: dict[str, dict[str, Any]] = Field({}, description="per-defence settings")
+    shadow_defence: Literal["none", "same"] = Field(
+        "none",
+        description="what the attacker's shadows are: none = undefended, same = defended like "
+        "the target (the adaptive attacker, who knows the defence)",
+    )
     prototypes: Literal["first", "all", "none"] = Field(
         "first",
         description="inversion prototype pictures: the first target of each (dataset, method) "
@@ -215,6 +229,12 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
                     f"attacker_classes must list class ids 0..{num_classes - 1}, got "
                     f"{config.attacker_classes}"
                 )
+    if len(set(config.defences)) != len(config.defences):
+        raise LabelleakError(f"defences lists a defence twice: {config.defences}")
+    for defence in config.defences:
+        get_defence_class(defence)
+    for defence, params in config.defence_params.items():
+        make_defence_config(defence, params)
     if isinstance(config.shadow_methods, list):
         for method in config.shadow_methods:
             get_method_class(method)

@@ -133,7 +133,7 @@ def run_task(task: GridTask) -> int:
         for cell in task.cells:
             # Memoised per knowledge setting: the group's other cells mostly cost nothing.
             classes = attacker.attacker_classes(cell.dataset, cell.seed, cell.gap)
-            attacker.shadows(cell.dataset, cell.seed, classes, cell.method)
+            attacker.shadows(cell.dataset, cell.seed, classes, cell.method, cell.defence)
             computed += 1
     elif task.phase == UNLEARN:
         for cell in task.cells:
@@ -490,9 +490,9 @@ def prototype_targets(targets: Sequence[AttackCell], mode: str = "first") -> set
     ``DIR/prototypes/`` (none when the config's ``prototypes`` is ``none``)."""
     if mode == "none":
         return set()
-    first: dict[tuple[str, str], AttackCell] = {}
+    first: dict[tuple[str, str, str], AttackCell] = {}
     for cell in targets:
-        first.setdefault((cell.dataset, cell.method), cell)
+        first.setdefault((cell.dataset, cell.method, cell.defence), cell)
     return set(first.values())
 
 
@@ -508,7 +508,8 @@ def attack_groups(
     """Missing attack cells split into tasks, in grid order.
 
     When an attack needs shadow models (``shadowed``, see :func:`needs_shadows`), targets
-    attacked with the same knowledge (dataset, seed, attacker classes) share them (and the
+    attacked with the same knowledge (dataset, seed, attacker classes, the defence of the
+    shadows) share them (and the
     shadow calibrations), so they form one task; otherwise every target is its own task.
     """
     if not shadowed:
@@ -516,7 +517,8 @@ def attack_groups(
     groups: dict[tuple[Any, ...], list[AttackCell]] = {}
     for cell in todo:
         classes = runner.attacker.attacker_classes(cell.dataset, cell.seed, cell.gap)
-        groups.setdefault((cell.dataset, cell.seed, classes), []).append(cell)
+        defence = runner.attacker.shadow_defence(cell.defence)
+        groups.setdefault((cell.dataset, cell.seed, classes, defence), []).append(cell)
     return list(groups.values())
 
 
@@ -580,8 +582,14 @@ def run_phases(runner: ExperimentRunner, cells: list[Cell], executor: Executor) 
             else []
         )
         _execute(runner, executor, [*originals, *shadows], "originals and shadows")
-        # B: the unlearning cells, one per task.
-        unlearn = [GridTask(UNLEARN, cells=(cell,), **common) for cell in todo]
+        # B: the unlearning cells, one task per unlearned model (its defences with it, so two
+        # workers never make the same model).
+        same_model: dict[tuple[Any, ...], list[Cell]] = {}
+        for cell in todo:
+            same_model.setdefault((cell.dataset, cell.seed, cell.method, cell.forget), []).append(
+                cell
+            )
+        unlearn = [GridTask(UNLEARN, cells=tuple(group), **common) for group in same_model.values()]
         _execute(runner, executor, unlearn, "unlearn", lambda: runner.write_table(cells))
         # C: the attack cells, grouped by knowledge setting where they share shadow models.
         pictured = prototype_targets(targets, config.prototypes)

@@ -7,6 +7,7 @@ the targets (train an original, unlearn it), on the attacker's own data and seed
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from labelleak.data import DataSplits, load_dataset, make_splits
+from labelleak.defences import NO_DEFENCE, Defence, DefenceTask, build_defence
 from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.store import ArtifactStore
 from labelleak.models import build_model
@@ -203,6 +205,58 @@ class Pipeline:
         self._memo[key] = built
         return built
 
+    def _defended(
+        self,
+        seed: int,
+        source: BuiltModel,
+        original: BuiltModel,
+        defence: Defence,
+        forget: tuple[int, ...],
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> BuiltModel:
+        """``source`` (which forgot ``forget`` from ``x``, ``y``) as ``defence`` releases it."""
+        if not defence.applies_to(forget):
+            return source
+        spec: dict[str, Any] = {
+            "source": source.key,
+            "original": original.key,
+            "defence": defence.name,
+            "params": defence.config.key_params(),
+            "forget": list(forget),
+        }
+        if defence.version > 1:
+            spec["defence_version"] = defence.version
+        key = content_hash(spec)
+        if key in self._memo:
+            return self._memo[key]
+        model = copy.deepcopy(source.model)
+        if self.store.has("defended", key):
+            self.store.load_model("defended", key, model)
+            built = BuiltModel(model.eval(), key, self.store.meta("defended", key)["seconds"])
+            self._memo[key] = built
+            return built
+        forgotten = torch.isin(y, torch.tensor(forget, dtype=y.dtype))
+        task = DefenceTask(
+            model=source.model,
+            original=original.model,
+            forget_classes=forget,
+            retain_x=x[~forgotten],
+            retain_y=y[~forgotten],
+            forget_x=x[forgotten],
+            num_classes=source.model.num_classes,
+            seed=seed,
+            device=self.device,
+        )
+        seed_everything(seed)
+        started = time.perf_counter()
+        defended = defence.defend(task).cpu().eval()
+        seconds = time.perf_counter() - started
+        self.store.save("defended", key, defended, {"spec": spec, "seconds": seconds})
+        built = BuiltModel(defended, key, seconds)
+        self._memo[key] = built
+        return built
+
     def _recipe_spec(self, dataset: str, seed: int, data_id: str) -> dict[str, Any]:
         return {
             "version": ARTIFACT_VERSION,
@@ -235,6 +289,31 @@ class Pipeline:
             dataset, seed, self.original(dataset, seed), method, forget, x, y, recipe
         )
 
+    def defence(self, name: str) -> Defence:
+        """Defence ``name`` with the config's settings for it."""
+        return build_defence(name, self.config.defence_params.get(name))
+
+    def released(
+        self,
+        dataset: str,
+        seed: int,
+        method_name: str,
+        forget: tuple[int, ...],
+        defence_name: str = NO_DEFENCE,
+    ) -> BuiltModel:
+        """The model the unlearner releases: the original (``method_name`` ``original``, which
+        forgot nothing) or the unlearned model, with ``defence_name`` applied where it applies
+        (an always-on defence also to the original)."""
+        original = self.original(dataset, seed)
+        if method_name == "original":
+            source, forget = original, ()
+        else:
+            source = self.unlearned(dataset, seed, method_name, forget)
+        if defence_name == NO_DEFENCE:
+            return source
+        x, y = self.splits(dataset).target_data()
+        return self._defended(seed, source, original, self.defence(defence_name), forget, x, y)
+
     # -- the attacker's shadow models --------------------------------------------------------
 
     def shadow_models(
@@ -244,23 +323,29 @@ class Pipeline:
         x: torch.Tensor,
         y: torch.Tensor,
         jobs: Sequence[tuple[str, tuple[int, ...]]],
+        defence_name: str = NO_DEFENCE,
     ) -> list[tuple[str, tuple[int, ...], BuiltModel, BuiltModel]]:
         """Shadow originals trained on the attacker's data ``x``, ``y`` and unlearned per job.
 
         ``jobs`` are ``(method, forget_classes)`` pairs; an empty ``forget_classes`` keeps the
         shadow original as it is (an "untouched" shadow). Returns ``(method, forget, original,
-        target)`` per job. Shadows use the grid's methods' hyperparameters and recipe.
+        target)`` per job. Shadows use the grid's methods' hyperparameters and recipe; with
+        ``defence_name`` (the adaptive attacker) each target is defended as the unlearner would
+        defend it, with the attacker's data in the unlearner's place.
         """
         data_id = tensor_digest(x, y)
         record_for = _needing_record([method for method, forget in jobs if forget])
         original = self._trained(dataset, seed, x, y, data_id, "shadow", record_for)
         recipe = {**self._recipe_spec(dataset, seed, data_id), "role": "shadow"}
+        defence = self.defence(defence_name)
         runs = []
         for method_name, forget in jobs:
             if not forget:
-                runs.append((method_name, forget, original, original))
+                target = self._defended(seed, original, original, defence, (), x, y)
+                runs.append((method_name, forget, original, target))
                 continue
             method = build_method(method_name, self.config.method_params.get(method_name))
             target = self._unlearned(dataset, seed, original, method, forget, x, y, recipe)
+            target = self._defended(seed, target, original, defence, forget, x, y)
             runs.append((method_name, forget, original, target))
         return runs

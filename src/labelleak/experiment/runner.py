@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import labelleak
 from labelleak.attacks import ATTACKS
+from labelleak.defences import NO_DEFENCE
 from labelleak.evaluation import class_accuracies, split_accuracies
 from labelleak.experiment.attacking import (
     ATTACK_COLUMNS,
@@ -51,13 +52,18 @@ if TYPE_CHECKING:
 ATTACK_SETTINGS = (
     "attacks", "attack_params", "attacker_classes", "unrelated", "unrelated_count",
     "shadow_methods", "shadow_singles", "shadow_pairs", "controls", "prototypes",
+    "shadow_defence",
 )  # fmt: skip
+
+#: Config keys that enter a cell's key only through :meth:`ExperimentRunner._defence_key`, so
+#: grids stored before defences existed keep their keys.
+DEFENCE_SETTINGS = ("defences", "defence_params", "shadow_defence")
 
 #: Config keys that say which cells a grid holds, not what any one cell computes.
 GRID_SHAPE = ("dataset", "seeds", "forget", "controls")
 
 UNLEARNING_COLUMNS = [
-    "dataset", "arch", "method", "forgotten", "seed",
+    "dataset", "arch", "method", "defence", "forgotten", "seed",
     "forget_acc", "retain_acc", "test_acc", "seconds",
     "original_forget_acc", "original_retain_acc", "original_test_acc",
 ]  # fmt: skip
@@ -65,23 +71,34 @@ UNLEARNING_COLUMNS = [
 
 @dataclass(frozen=True)
 class Cell:
-    """One unlearned model of the grid."""
+    """One released model of the grid: an unlearned model, defended by ``defence``."""
 
     dataset: str
     seed: int
     method: str
     forget: tuple[int, ...]
+    defence: str = NO_DEFENCE
+
+    def __repr__(self) -> str:
+        # The repr enters cache keys: an undefended cell keeps the key it had before defences.
+        tail = "" if self.defence == NO_DEFENCE else f", defence={self.defence!r}"
+        return (
+            f"Cell(dataset={self.dataset!r}, seed={self.seed!r}, method={self.method!r}, "
+            f"forget={self.forget!r}{tail})"
+        )
 
 
 def expand_grid(config: ExperimentConfig, pipeline: Pipeline) -> list[Cell]:
-    """Datasets x seeds x forget sets x methods, in that nesting (originals train once each)."""
+    """Datasets x seeds x forget sets x methods x defences, in that nesting (originals train
+    once each, and each unlearned model is made once for all its defences)."""
     cells = []
     for dataset in config.dataset:
         sets = config.forget_sets(pipeline.splits(dataset).num_classes)
         for seed in config.seeds:
             for forget in sets:
                 for method in config.methods:
-                    cells.append(Cell(dataset, seed, method, forget))
+                    for defence in config.defences:
+                        cells.append(Cell(dataset, seed, method, forget, defence))
     return cells
 
 
@@ -101,6 +118,9 @@ def resolved_config(config: ExperimentConfig, pipeline: Pipeline) -> dict[str, A
     }
     resolved["resolved"]["method_params"] = {
         m: build_method(m, config.method_params.get(m)).config.model_dump() for m in config.methods
+    }
+    resolved["resolved"]["defence_params"] = {
+        d: pipeline.defence(d).config.model_dump() for d in config.defences
     }
     resolved["versions"] = {
         "labelleak": labelleak.__version__,
@@ -164,7 +184,7 @@ class ExperimentRunner:
         # attack, keyed by only the settings that reach it: adding an attack to a finished grid,
         # or changing the unrelated data, recomputes only the attacks concerned.
         extra: dict[str, str | None] = {}
-        excluded = {"device", "methods", "method_params", *GRID_SHAPE}
+        excluded = {"device", "methods", "method_params", *GRID_SHAPE, *DEFENCE_SETTINGS}
         own_method = [] if cell.method == "original" else [cell.method]
         if attack is None:
             excluded |= set(ATTACK_SETTINGS)
@@ -188,7 +208,15 @@ class ExperimentRunner:
         # the case of every grid stored so far, carry no marker.
         if self.pipeline.record_for != "amnesiac":
             extra["original"] = self.pipeline.record_for
+        if cell.defence != NO_DEFENCE:
+            extra["defence"] = self._defence_key(cell.defence)
+        if attack is not None and self.config.shadow_defence != "none" and "shadows" in needs:
+            extra["shadow_defence"] = self.config.shadow_defence
         return self._hash_key(cell, attack is not None, methods, excluded, attacks, **extra)
+
+    def _defence_key(self, name: str) -> str:
+        defence = self.pipeline.defence(name)
+        return content_hash([name, defence.config.key_params(), defence.version])
 
     def _attack_key_params(self, name: str) -> dict[str, Any]:
         return self.attacker.attack(name).config.key_params()
@@ -337,7 +365,7 @@ class ExperimentRunner:
         refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
             forgotten = format_set(cell.forget)
-            bar.set_postfix_str(f"{cell.dataset} {cell.method} forget {forgotten}")
+            bar.set_postfix_str(f"{cell.dataset} {cell.method} {cell.defence} forget {forgotten}")
             self.finish_cell(cell)
             if refresh.due():
                 self.write_table(cells)
@@ -371,10 +399,12 @@ class ExperimentRunner:
         """One attacked target per unlearned model, plus the original per forget set (control)."""
         targets: list[AttackCell] = []
         for cell in cells:
-            control = AttackCell(cell.dataset, cell.seed, "original", cell.forget)
+            control = AttackCell(cell.dataset, cell.seed, "original", cell.forget, cell.defence)
             if self.config.controls and control not in targets:
                 targets.append(control)
-            targets.append(AttackCell(cell.dataset, cell.seed, cell.method, cell.forget))
+            targets.append(
+                AttackCell(cell.dataset, cell.seed, cell.method, cell.forget, cell.defence)
+            )
         return targets
 
     def run_attacks(self, cells: list[Cell]) -> pd.DataFrame:
@@ -389,7 +419,9 @@ class ExperimentRunner:
         bar = tqdm(todo, desc="attack", unit="target", disable=not self.progress)
         refresh = Every(TABLE_REFRESH_SECONDS)
         for cell in bar:
-            bar.set_postfix_str(f"{cell.dataset} {cell.method} gap {format_set(cell.gap)}")
+            bar.set_postfix_str(
+                f"{cell.dataset} {cell.method} {cell.defence} gap {format_set(cell.gap)}"
+            )
             self.finish_attack_cell(cell, picture=cell in pictured)
             if refresh.due():
                 self.write_attack_table(targets)
@@ -405,7 +437,12 @@ class ExperimentRunner:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         splits = self.pipeline.splits(cell.dataset)
         original = self.pipeline.original(cell.dataset, cell.seed)
-        target = self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.forget)
+        unlearned = self.pipeline.unlearned(cell.dataset, cell.seed, cell.method, cell.forget)
+        target = self.pipeline.released(
+            cell.dataset, cell.seed, cell.method, cell.forget, cell.defence
+        )
+        # The time to release the model: unlearning, plus the defence where one applied.
+        seconds = unlearned.seconds + (target.seconds if target is not unlearned else 0.0)
         x_test, y_test = splits.test_data()
         after = class_accuracies(
             target.model, x_test, y_test, cell.forget, device=self.pipeline.device
@@ -418,10 +455,11 @@ class ExperimentRunner:
             "dataset": cell.dataset,
             "arch": self.config.arch_for(cell.dataset),
             "method": cell.method,
+            "defence": cell.defence,
             "forgotten": format_set(cell.forget),
             "seed": cell.seed,
             **after,
-            "seconds": round(target.seconds, 3),
+            "seconds": round(seconds, 3),
             **{f"original_{name}": value for name, value in before.items()},
         }
 

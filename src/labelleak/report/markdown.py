@@ -7,10 +7,13 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from labelleak.defences import NO_DEFENCE
+from labelleak.report.defences import defence_table, defences_of, tradeoff_plot
 from labelleak.report.tables import (
     Results,
     best_rule_table,
@@ -40,6 +43,8 @@ SECTIONS = {
     "cost": "5. Cost",
     "plots": "6. Plots",
 }
+#: Only in a report of a grid with defences.
+DEFENCE_SECTION = "7. Defences"
 
 
 def build_report(folders: Sequence[str | Path], out_dir: str | Path) -> Path:
@@ -95,11 +100,21 @@ def render_markdown(
     prototypes: list[tuple[str, Path]],
 ) -> str:
     """The Markdown text of the report; ``plots`` and ``prototypes`` are (caption, file) pairs."""
+    full = results
+    results = undefended(results)
     attacks = results.attacks
+    defended = len(defences_of(full.unlearning if len(full.unlearning) else full.attacks)) > 1
     lines = ["# Label-leakage report", ""]
     lines += _overview(results)
+    if defended:
+        lines += [
+            "Sections 1-6 are the undefended models (defence `none`); the defences are in "
+            f"[{DEFENCE_SECTION}](#{_anchor(DEFENCE_SECTION)}).",
+            "",
+        ]
     lines += ["## Contents", ""]
-    lines += [f"- [{title}](#{_anchor(title)})" for title in SECTIONS.values()]
+    titles = [*SECTIONS.values(), *([DEFENCE_SECTION] if defended else [])]
+    lines += [f"- [{title}](#{_anchor(title)})" for title in titles]
     lines.append("")
     if attacks.empty:
         lines += [f"## {SECTIONS[key]}\n\nNo attack results (attacks.csv is missing or empty).\n"
@@ -131,7 +146,45 @@ def render_markdown(
             "",
         ]
     lines += _plots_section(results, out, plots, prototypes)
+    if defended:
+        lines += _defences_section(full, out, plots)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def undefended(results: Results) -> Results:
+    """``results`` restricted to the undefended models where a grid also holds defended ones
+    (all of it where none is undefended)."""
+    attacks, unlearning = results.attacks, results.unlearning
+    has_control = (attacks["defence"] == NO_DEFENCE).any() or (
+        unlearning["defence"] == NO_DEFENCE
+    ).any()
+    if not has_control:
+        return results
+    return replace(
+        results,
+        attacks=attacks[attacks["defence"] == NO_DEFENCE],
+        unlearning=unlearning[unlearning["defence"] == NO_DEFENCE],
+    )
+
+
+def _defences_section(
+    results: Results, out: Path, plots: dict[str, list[tuple[str, Path]]]
+) -> list[str]:
+    lines = [
+        f"## {DEFENCE_SECTION}",
+        "",
+        "Per defence, over its unlearned models: mean forget and retained test accuracy (%), "
+        "the retained accuracy's mean change against the same models undefended (points, "
+        "paired by method, forget set and seed), and each attack's exact identification of a "
+        "single forgotten class with its best rule on that defence (picked on the targets' "
+        "truth: the attacker's most favourable rule), 95% Wilson interval and n.",
+        "",
+    ]
+    for dataset in dict.fromkeys(results.unlearning["dataset"]):
+        lines += [f"### {dataset}", ""]
+        lines += [defence_table(results.attacks, results.unlearning, dataset), ""]
+    lines += _images(plots.get("tradeoff", []), out)
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +380,7 @@ def _draw_plots(results: Results, out: Path, written: set[Path]) -> dict[str, li
 
     plots: dict[str, list[tuple[str, Path]]] = {"heatmap": [], "by_size": [], "roc": []}
     folder = out / PLOTS_DIR
+    full, results = results, undefended(results)
     attacks = results.attacks[results.attacks["k"] > 0]
     if not attacks.empty:
         for attack in ordered_attacks(attacks["attack"]):
@@ -341,6 +395,18 @@ def _draw_plots(results: Results, out: Path, written: set[Path]) -> dict[str, li
                     folder / f"success-vs-forgotten-{_slug(dataset)}.png",
                 )
                 plots["by_size"].append((dataset, path))
+    plots["tradeoff"] = []
+    every = full.attacks
+    for dataset in dict.fromkeys(every[every["k"] == 1]["dataset"]):
+        if len(defences_of(every[every["dataset"] == dataset])) > 1:
+            path = tradeoff_plot(
+                every,
+                full.unlearning,
+                dataset,
+                full.num_classes[dataset],
+                folder / f"defences-{_slug(dataset)}.png",
+            )
+            plots["tradeoff"].append((f"{dataset}: defences' cost and protection", path))
     calibration = results.calibration
     for dataset in dict.fromkeys(calibration["dataset"]):
         path = roc_curves(calibration, dataset, folder / f"roc-{_slug(dataset)}.png")

@@ -43,9 +43,9 @@ CALIBRATION_COLUMNS = ("dataset", "attack", "knowledge", "score", "forgotten")
 
 #: The columns that identify one measurement; rows repeating a key (the same cell merged from two
 #: machines, with other timings) are counted once.
-ATTACK_KEY = ["dataset", "arch", "method", "forgotten", "seed", "attack",
+ATTACK_KEY = ["dataset", "arch", "method", "defence", "forgotten", "seed", "attack",
               "rule", "attacker_classes"]  # fmt: skip
-UNLEARNING_KEY = ["dataset", "arch", "method", "forgotten", "seed"]
+UNLEARNING_KEY = ["dataset", "arch", "method", "defence", "forgotten", "seed"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +150,8 @@ class _Spec:
 
 _ATTACK_SPEC = _Spec(
     required=ATTACK_COLUMNS,
-    optional={"attacker_classes": ""},
+    # Results written before defences existed are undefended.
+    optional={"attacker_classes": "", "defence": "none"},
     floats=("queries", "seconds"),
     binary=("success",),
     integers=("seed",),
@@ -159,7 +160,7 @@ _ATTACK_SPEC = _Spec(
 )
 _UNLEARNING_SPEC = _Spec(
     required=UNLEARNING_COLUMNS,
-    optional=dict.fromkeys(ORIGINAL_COLUMNS, "nan"),
+    optional={**dict.fromkeys(ORIGINAL_COLUMNS, "nan"), "defence": "none"},
     floats=("seconds", *ORIGINAL_COLUMNS),
     strict=("forget_acc", "retain_acc", "test_acc"),
     integers=("seed",),

@@ -1,0 +1,188 @@
+"""Defences: each keeps a digits model's forgetting and its retained accuracy, reads only what the
+unlearner holds, leaves its inputs alone, is deterministic, and runs inside a grid (the
+``defence`` column, the adaptive attacker's defended shadows, the report's section)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import DATASET, SEED, assert_same_state, state_of
+
+from labelleak.defences import (
+    DEFENCES,
+    NO_DEFENCE,
+    DefenceTask,
+    build_defence,
+)
+from labelleak.errors import LabelleakError
+from labelleak.evaluation import class_accuracies
+from labelleak.experiment.config import parse_config
+from labelleak.experiment.runner import ExperimentRunner
+from labelleak.report import build_report
+from labelleak.training import predict_logits
+
+DEFENDED = [name for name in DEFENCES if name != NO_DEFENCE]
+FORGET = (3,)
+
+
+@pytest.fixture(scope="module")
+def unlearned(digits_pipeline):
+    """The digits original with class 3 removed by retrain and by neg-grad (the two extremes:
+    a row trained only to stay low, and one just below the winner)."""
+    return {
+        method: digits_pipeline.unlearned(DATASET, SEED, method, FORGET)
+        for method in ("retrain", "neg-grad")
+    }
+
+
+def defence_task(pipeline, model, original, forget=FORGET) -> DefenceTask:
+    splits = pipeline.splits(DATASET)
+    x, y = splits.target_data()
+    forgotten = torch.isin(y, torch.tensor(forget, dtype=y.dtype))
+    return DefenceTask(
+        model=model,
+        original=original,
+        forget_classes=forget,
+        retain_x=x[~forgotten],
+        retain_y=y[~forgotten],
+        forget_x=x[forgotten],
+        num_classes=splits.num_classes,
+        seed=SEED,
+        device=torch.device("cpu"),
+    )
+
+
+def test_registry_names_the_control_and_the_defences() -> None:
+    assert NO_DEFENCE in DEFENCES
+    assert {"refit-row", "refit-head", "calibrate-logit", "decoy-row"} <= set(DEFENCES)
+    for name in DEFENCES:
+        assert build_defence(name).summary, name
+    assert build_defence("refit-head").always_on
+    assert not build_defence("refit-row").applies_to(())
+
+
+@pytest.mark.parametrize("method", ["retrain", "neg-grad"])
+@pytest.mark.parametrize("defence", DEFENDED)
+def test_defence_keeps_forgetting_and_the_retained_classes(
+    defence, method, unlearned, digits_pipeline, digits_original, digits_original_state, digits_test
+) -> None:
+    x_test, y_test = digits_test
+    source = unlearned[method].model
+    before_state = state_of(source)
+    undefended = class_accuracies(source, x_test, y_test, FORGET)
+    task = defence_task(digits_pipeline, source, digits_original.model)
+    model = build_defence(defence).defend(task)
+    after = class_accuracies(model, x_test, y_test, FORGET)
+    assert after["forget_acc"] <= 0.05, (undefended, after)
+    assert after["retain_acc"] >= undefended["retain_acc"] - 0.02, (undefended, after)
+    # Neither the released model nor the original it was made from is touched.
+    assert_same_state(state_of(source), before_state)
+    assert_same_state(state_of(digits_original.model), digits_original_state)
+    # Deterministic: the same task gives the same weights.
+    again = build_defence(defence).defend(task)
+    assert_same_state(state_of(again), state_of(model))
+
+
+def test_refit_answers_like_the_original_off_the_data(
+    unlearned, digits_pipeline, digits_original
+) -> None:
+    """On noise the refit model's top class follows the original's far more than retrain's
+    does: the attacker's probes no longer see where the class went."""
+    source = unlearned["retrain"].model
+    model = build_defence("refit-row").defend(
+        defence_task(digits_pipeline, source, digits_original.model)
+    )
+    noise = torch.rand(
+        (2000, *digits_pipeline.splits(DATASET).dataset.input_shape),
+        generator=torch.Generator().manual_seed(123),
+    )
+    original = predict_logits(digits_original.model, noise).argmax(dim=1)
+    said_by_original = original == FORGET[0]
+    assert said_by_original.sum() > 20, "the original must name class 3 on some noise"
+    undefended = predict_logits(source, noise).argmax(dim=1)
+    defended = predict_logits(model, noise).argmax(dim=1)
+    assert (undefended[said_by_original] == FORGET[0]).float().mean() < 0.05
+    assert (defended[said_by_original] == FORGET[0]).float().mean() > 0.5
+
+
+def test_decoy_row_takes_a_retained_rows_norm(unlearned, digits_pipeline, digits_original) -> None:
+    source = unlearned["retrain"].model
+    model = build_defence("decoy-row").defend(
+        defence_task(digits_pipeline, source, digits_original.model)
+    )
+    norms = model.classifier.weight.detach().norm(dim=1)
+    retained = [c for c in range(10) if c != FORGET[0]]
+    assert torch.isclose(norms[FORGET[0]], norms[retained].median(), rtol=1e-4)
+    # The undefended retrain row is the odd one out.
+    old = source.classifier.weight.detach().norm(dim=1)
+    assert abs(float(old[FORGET[0]] - old[retained].median())) > abs(
+        float(norms[FORGET[0]] - norms[retained].median())
+    )
+
+
+def test_unknown_defence_and_bad_settings_are_one_line_errors() -> None:
+    with pytest.raises(LabelleakError, match="unknown defence 'cloak'"):
+        parse_and_validate({"defences": ["none", "cloak"]})
+    with pytest.raises(LabelleakError, match="bad parameter for defence 'refit-row'"):
+        parse_and_validate({"defences": ["refit-row"], "defence_params": {"refit-row": {"x": 1}}})
+    with pytest.raises(LabelleakError, match="twice"):
+        parse_and_validate({"defences": ["none", "none"]})
+
+
+def parse_and_validate(extra):
+    from labelleak.experiment.config import validate_config
+
+    validate_config(parse_config({"dataset": DATASET, **extra}))
+
+
+def test_grid_with_defences_adds_the_column_and_the_adaptive_shadows(tmp_path, monkeypatch):
+    config = parse_config(
+        {
+            "dataset": DATASET,
+            "methods": ["neg-grad"],
+            "forget": [[3]],
+            "seeds": [SEED],
+            "defences": ["none", "calibrate-logit", "refit-head"],
+            "attacks": ["noise-histogram", "invert-white"],
+            "attack_params": {"invert-white": {"rules": ["top", "threshold-fit"]}},
+            "shadow_defence": "same",
+            "shadow_singles": 1,
+            "shadow_pairs": 0,
+        }
+    )
+    runner = ExperimentRunner(config, tmp_path / "out", tmp_path / "cache", progress=False)
+    seen: list[tuple[int, tuple[int, ...]]] = []
+    real = runner.pipeline._defended
+
+    def spy(seed, source, original, defence, forget, x, y):
+        if defence.applies_to(forget):
+            seen.append((len(x), forget))
+        return real(seed, source, original, defence, forget, x, y)
+
+    monkeypatch.setattr(runner.pipeline, "_defended", spy)
+    table = runner.run()
+    attacks = pd.read_csv(tmp_path / "out" / "attacks.csv")
+    assert list(table["defence"]) == ["none", "calibrate-logit", "refit-head"]
+    assert set(attacks["defence"]) == {"none", "calibrate-logit", "refit-head"}
+    # refit-head is always on: the control is a defended original too; calibrate-logit's
+    # control is the original as it is (only the released unlearned model is defended).
+    splits = runner.pipeline.splits(DATASET)
+    target_size = len(splits.target_data()[1])
+    attacker_sizes = {n for n, _ in seen if n != target_size}
+    assert (target_size, (3,)) in seen and (target_size, ()) in seen
+    # The adaptive attacker defends its shadows on its own data, which is smaller and never
+    # the target's.
+    assert attacker_sizes and max(attacker_sizes) < target_size
+    # The report keeps sections 1-6 undefended and adds the defences with their plot.
+    report = build_report([tmp_path / "out"], tmp_path / "out").read_text()
+    assert "## 7. Defences" in report
+    section = report[report.index("## 7. Defences") :]
+    for defence in ("none", "calibrate-logit", "refit-head"):
+        assert f"| {defence} " in section, defence
+    assert (tmp_path / "out" / "plots" / "defences-digits.png").is_file()
+    # A rerun with the same folder computes nothing (every cell file is there).
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "cells").rglob("*.json")}
+    ExperimentRunner(config, tmp_path / "out", tmp_path / "cache", progress=False).run()
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "out" / "cells").rglob("*.json")}
+    assert before == after
