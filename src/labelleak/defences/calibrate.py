@@ -8,7 +8,9 @@ that, on the unlearner's retained training images, the forgotten class's margin 
 class ``z_c - max_{k != c} z_k`` has the median and the ``upper`` quantile that a median
 retained class has on the images of OTHER classes: it peaks on a few look-alikes as a real
 class does. The shift is then lowered if needed so that the class wins on at most
-``forget_limit`` of the forgotten training images (the data itself stays forgotten).
+``forget_limit`` of the forgotten training images (the data itself stays forgotten), and on
+uniform noise no more often than the median retained class (matched on the data alone, a flat
+rescaled logit can win on most noise images).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from pydantic import Field
 
 from labelleak.defences.base import Defence, DefenceConfig, DefenceTask, register_defence
-from labelleak.defences.head import logits_of, sample_rows
+from labelleak.defences.head import logits_of, sample_rows, uniform_noise
 from labelleak.models.base import ImageClassifier
 
 
@@ -33,6 +35,12 @@ class CalibrateConfig(DefenceConfig):
         0.01, ge=0, lt=1, description="most forgotten training images the class may win"
     )
     scales: int = Field(41, ge=2, description="scales tried, log-spaced over [0.01, 10]")
+    noise: int = Field(
+        1000,
+        ge=0,
+        description="uniform-noise images on which the class may win no more often than the "
+        "median retained class does",
+    )
 
 
 def margins(logits: torch.Tensor, cls: int) -> np.ndarray:
@@ -63,6 +71,11 @@ class CalibrateLogit(Defence):
             axis=0,
         )
         forget_logits = logits_of(model, task.forget_x) if len(task.forget_x) else None
+        noise_logits, noise_rate = None, 0.0
+        if config.noise:
+            noise_logits = logits_of(model, uniform_noise(task, config.noise))
+            wins = torch.bincount(noise_logits.argmax(dim=1), minlength=task.num_classes)
+            noise_rate = float(wins[list(task.retained_classes)].double().median()) / config.noise
         layer = model.classifier
         with torch.no_grad():
             for cls in task.forget_classes:
@@ -74,6 +87,11 @@ class CalibrateLogit(Defence):
                     f_best = margins(forget_logits, cls) - f_own
                     # Largest shift at which at most forget_limit of the forget images win.
                     ceiling = np.quantile(-(scale * f_own + f_best), config.forget_limit)
+                    shift = min(shift, float(ceiling))
+                if noise_logits is not None:
+                    n_own = noise_logits[:, cls].double().numpy()
+                    n_best = margins(noise_logits, cls) - n_own
+                    ceiling = np.quantile(-(scale * n_own + n_best), noise_rate)
                     shift = min(shift, float(ceiling))
                 layer.weight[cls] *= scale
                 if layer.bias is not None:

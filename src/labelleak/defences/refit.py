@@ -7,8 +7,10 @@ or no noise image is ever given (data-peak, the histograms), a classifier row tr
 stay low (param-dot, param-diff). The unlearner still holds the original model, so it can put
 those places back: the final layer is refit on the released model's frozen features so that
 
-* on the retained classes' training images it gives the ORIGINAL's probabilities (confusions
-  with the forgotten class included, so a forgotten class still peaks on a few look-alikes),
+* on the retained classes' training images it gives the released model's own logits with each
+  forgotten class's set where the ORIGINAL had it against the best retained class
+  (:func:`grafted`: the retained answers stay, and a forgotten class still peaks on a few
+  look-alikes),
 * on uniform noise and on the original's own inversion prototypes (crafted by the unlearner
   with its own seeds, see :func:`~labelleak.defences.head.inversion_probes`) it gives the
   original's probabilities, so the class stays reachable off the data manifold,
@@ -86,9 +88,14 @@ class RefitDefence(Defence):
             off_manifold.append(
                 inversion_probes(original, task, config.probes_per_class, config.probe_steps)
             )
-        # The original's logits where the attacker looks; the forgotten data's own answer
-        # (the unlearned model's, the forgotten classes' mass removed) where it must not.
-        groups = [FitGroup(features_of(model, retain), logits_of(original, retain))]
+        # The original's answers where the attacker looks; the forgotten data's own answer
+        # (the released model's, the forgotten classes pushed down) where it must not.
+        groups = [
+            FitGroup(
+                features_of(model, retain),
+                grafted(logits_of(task.model, retain), logits_of(original, retain), forgotten),
+            )
+        ]
         for images in off_manifold:
             groups.append(FitGroup(features_of(model, images), logits_of(original, images)))
         if forgotten and len(forget):
@@ -111,6 +118,22 @@ def kept_forgotten(logits: torch.Tensor, forgotten: list[int], margin: float) ->
     retained[forgotten] = False
     best = logits[:, retained].max(dim=1, keepdim=True).values
     targets[:, forgotten] = torch.minimum(targets[:, forgotten], best - margin)
+    return targets
+
+
+def grafted(released: torch.Tensor, original: torch.Tensor, forgotten: list[int]) -> torch.Tensor:
+    """Target logits ``(N, K)`` on retained images: the released model's own for the retained
+    classes (its predictions, and so its accuracy, stay), and for each forgotten class the
+    original's margin to its best retained class, added to the released model's best retained
+    logit (the forgotten class trails the winner, and peaks on look-alikes, as it did)."""
+    targets = released.clone()
+    if not forgotten:
+        return targets
+    retained = torch.ones(released.shape[1], dtype=torch.bool)
+    retained[forgotten] = False
+    released_best = released[:, retained].max(dim=1, keepdim=True).values
+    original_best = original[:, retained].max(dim=1, keepdim=True).values
+    targets[:, forgotten] = released_best + original[:, forgotten] - original_best
     return targets
 
 

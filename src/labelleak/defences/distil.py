@@ -1,0 +1,110 @@
+"""``distil``: the whole released network trained to answer like the original except on the
+forgotten classes' own data.
+
+:mod:`.refit` does this with the final layer alone, on the released model's frozen features;
+where those features no longer tell apart the inputs on which the original named the forgotten
+class (retrain's never saw it), a layer cannot put the answers back. Here every weight moves:
+the released model is trained for ``epochs`` passes, by logit matching (up to a per-sample
+shift), towards
+
+* on the retained classes' training images, the released model's own logits with each
+  forgotten class's set where the original had it against the best retained class
+  (:func:`~labelleak.defences.refit.grafted`: the retained answers stay those of the method),
+* the original's logits on uniform noise and on the original's own inversion prototypes
+  (crafted by the unlearner, see :func:`~labelleak.defences.head.inversion_probes`),
+* the released model's own logits on the forgotten classes' training images, each forgotten
+  class's pushed ``margin`` nats below the best retained class.
+
+Each of the three kinds of input gets a fixed share of every batch (``forget_share`` for the
+forgotten images, ``off_share`` for noise and prototypes, the rest for the retained images),
+whatever their counts.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from labelleak.defences.base import Defence, DefenceConfig, DefenceTask, register_defence
+from labelleak.defences.head import inversion_probes, logits_of, uniform_noise
+from labelleak.defences.refit import grafted, kept_forgotten
+from labelleak.models.base import ImageClassifier
+
+
+class DistilConfig(DefenceConfig):
+    """Settings of ``distil`` (defaults: LeNet-5 on 1,000 MNIST images per class, ~30 s on
+    one CPU thread)."""
+
+    epochs: int = Field(3, ge=1, description="passes over the retained training images")
+    batch_size: int = Field(256, ge=8, description="images per step")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    noise: int = Field(2000, ge=0, description="uniform-noise images the original is imitated on")
+    probes_per_class: int = Field(
+        32, ge=0, description="inversion prototypes of the original per class and depth"
+    )
+    probe_steps: int = Field(200, ge=1, description="gradient steps of the deeper prototypes")
+    margin: float = Field(
+        5.0,
+        ge=0,
+        description="nats by which a forgotten image's own class must trail its best other class",
+    )
+    forget_share: float = Field(
+        0.25, gt=0, lt=1, description="share of each batch drawn from the forgotten images"
+    )
+    off_share: float = Field(
+        0.15, gt=0, lt=1, description="share of each batch drawn from the noise and prototypes"
+    )
+
+
+@register_defence("distil")
+class Distil(Defence):
+    Config = DistilConfig
+    summary = "the whole network trained to answer like the original except on forgotten data"
+
+    def defend(self, task: DefenceTask) -> ImageClassifier:
+        config = self.config
+        assert isinstance(config, DistilConfig)
+        original = task.original.cpu().eval()
+        model = task.copy_model().to(task.device)
+        off = [uniform_noise(task, config.noise)] if config.noise else []
+        if config.probes_per_class:
+            off.append(
+                inversion_probes(original, task, config.probes_per_class, config.probe_steps)
+            )
+        # (images, target logits, share of each batch): retained, off-manifold, forgotten.
+        pools: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+        forgetting = bool(task.forget_classes) and len(task.forget_x) > 0
+        forget_share = config.forget_share if forgetting else 0.0
+        off_share = config.off_share if off else 0.0
+        retained = grafted(
+            logits_of(task.model, task.retain_x),
+            logits_of(original, task.retain_x),
+            list(task.forget_classes),
+        )
+        pools.append((task.retain_x, retained, 1 - forget_share - off_share))
+        if off:
+            images = torch.cat(off)
+            pools.append((images, logits_of(original, images), off_share))
+        if forgetting:
+            targets = kept_forgotten(
+                logits_of(task.model, task.forget_x), list(task.forget_classes), config.margin
+            )
+            pools.append((task.forget_x, targets, forget_share))
+        generator = torch.Generator().manual_seed(task.seed + 29)
+        counts = [max(1, round(share * config.batch_size)) for _, _, share in pools]
+        steps = config.epochs * max(1, len(task.retain_x) // config.batch_size)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model.train()
+        for _ in range(steps):
+            xs, ts = [], []
+            for (images, targets, _), count in zip(pools, counts, strict=True):
+                picks = torch.randint(len(images), (count,), generator=generator)
+                xs.append(images[picks])
+                ts.append(targets[picks])
+            x, t = torch.cat(xs).to(task.device), torch.cat(ts).to(task.device)
+            difference = model(x) - t
+            loss = (difference - difference.mean(dim=1, keepdim=True)).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return model.cpu().eval()
