@@ -13,7 +13,8 @@ attack's best-rule rate on one forgotten class (adaptive attacks marked ``adapti
 Wilson intervals.
 
     .venv/bin/python benchmarks/bench_defences.py [--only mnist] [--seeds 0] [--pairs 10]
-        [--subsample 1000] [--defences none refit-row ...] [--adaptive-singles 2]
+        [--subsample 1000] [--defences none refit-row ...] [--adaptive-defences none distil]
+        [--adaptive-singles 2]
         [--no-adaptive] [--workers 2] [--out results/bench-defences]
 
 Skips (exit 0, with a message) when the data folder is missing.
@@ -29,11 +30,12 @@ import pandas as pd
 from bench_attacks import ATTACKS, SETTINGS, attack_params
 from common import data_missing, forget_sets, grid_config, grid_parser
 
-from labelleak.defences import DEFENCES
+from labelleak.defences import DEFENCES, NO_DEFENCE
 from labelleak.experiment.parallel import make_executor
 from labelleak.experiment.runner import ExperimentRunner
-from labelleak.report import load_results
-from labelleak.report.defences import defence_table
+from labelleak.report import format_rate, load_results
+from labelleak.report.defences import PAIRING, best_rates, defence_table, defences_of
+from labelleak.report.tables import is_baseline
 from labelleak.unlearning import PAPER_METHODS
 
 DATASETS = {name: SETTINGS[name] for name in ("mnist", "fashion_mnist")}
@@ -50,17 +52,63 @@ SUCCESS_TARGET = 0.20
 FORGET_TARGET, RETAIN_TARGET = 0.05, 0.01
 
 
-def defence_tables(folder: Path) -> str:
-    """The per-defence table of one dataset's benchmark folder (``plain/``, and ``adaptive/``
-    where it exists, its attacks renamed ``ATTACK adaptive``)."""
+def loaded(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One dataset's attack rows (adaptive ones renamed ``ATTACK adaptive``) and models."""
     plain = load_results([folder / "plain"])
     attacks = plain.attacks
     if (folder / "adaptive" / "attacks.csv").is_file():
         adaptive = load_results([folder / "adaptive"]).attacks
         adaptive = adaptive.assign(attack=adaptive["attack"] + " adaptive")
         attacks = pd.concat([attacks, adaptive], ignore_index=True)
-    (dataset,) = set(plain.unlearning["dataset"])
-    return defence_table(attacks, plain.unlearning, dataset)
+    return attacks, plain.unlearning
+
+
+def defence_tables(folder: Path) -> str:
+    """The per-defence table of one dataset's benchmark folder (``plain/``, and ``adaptive/``
+    where it exists)."""
+    attacks, unlearning = loaded(folder)
+    (dataset,) = set(unlearning["dataset"])
+    return defence_table(attacks, unlearning, dataset)
+
+
+def defence_headline(folder: Path) -> str:
+    """The README's compact view: per defence, forget and retained accuracy, the change in
+    retained accuracy, the strongest paper attack and the strongest baseline on one forgotten
+    class (best rule each, adaptive versions included), and whether the issue's target is met."""
+    attacks, unlearning = loaded(folder)
+    rates = best_rates(attacks)
+    rates = rates[rates["attack"] != "chance"]
+    undefended = unlearning[unlearning["defence"] == NO_DEFENCE].set_index(PAIRING)["retain_acc"]
+    rows = []
+    for defence in defences_of(unlearning):
+        models = unlearning[unlearning["defence"] == defence]
+        change = (models.set_index(PAIRING)["retain_acc"] - undefended).mean()
+        mine = rates[rates["defence"] == defence]
+        row: list[object] = [
+            defence,
+            f"{100 * models['forget_acc'].mean():.1f}",
+            f"{100 * change:+.2f}",
+        ]
+        for wanted in (True, False):
+            part = mine[mine["attack"].map(lambda a: is_baseline(a.split()[0])) != wanted]
+            if part.empty:
+                row.append("–")
+                continue
+            top = part.sort_values("rate", ascending=False).iloc[0]
+            row.append(
+                f"{top['attack']} · {top['rule']}: "
+                f"{format_rate(int(top['successes']), int(top['trials']))}"
+            )
+        met = (
+            mine["rate"].max() <= SUCCESS_TARGET
+            and models["forget_acc"].max() <= FORGET_TARGET
+            and abs(change) <= RETAIN_TARGET
+        )
+        row.append("yes" if met else "no")
+        rows.append(row)
+    headers = ["defence", "forget %", "Δ retain (points)", "strongest paper attack",
+               "strongest baseline", "target met"]  # fmt: skip
+    return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
 
 
 def run(runner: ExperimentRunner, workers: int) -> None:
@@ -79,6 +127,14 @@ def main() -> int:
     parser.add_argument("--attacker-classes", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(PAPER_METHODS))
     parser.add_argument("--defences", nargs="+", default=list(DEFENCES), choices=list(DEFENCES))
+    parser.add_argument(
+        "--adaptive-defences",
+        nargs="+",
+        default=[NO_DEFENCE, "distil"],
+        choices=list(DEFENCES),
+        help="the defences the adaptive attacker is measured against (each trains and defends "
+        "its own shadows)",
+    )
     parser.add_argument("--adaptive-singles", type=int, default=2)
     parser.add_argument("--no-adaptive", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
@@ -118,7 +174,7 @@ def main() -> int:
                 shadow_defence="same",
                 shadow_singles=args.adaptive_singles,
                 shadow_pairs=0,
-                **common,
+                **{**common, "defences": args.adaptive_defences},
             )
             runner = ExperimentRunner(
                 adaptive, folder / "adaptive", args.cache_dir, progress=progress
@@ -126,6 +182,7 @@ def main() -> int:
             run(runner, args.workers)
         print(f"\n{name}: wall time {time.perf_counter() - started:.0f} s")
         print(defence_tables(folder))
+        print(defence_headline(folder))
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 from bench_attacks import compact_table, unlearning_targets
+from bench_defences import defence_headline, defence_tables
 from bench_neg_grad_margin import ATTACK_COLUMNS as MARGIN_COLUMNS
 from bench_neg_grad_margin import attack_rates, unlearning_costs
 from bench_query_budget import budget_table
@@ -61,6 +62,8 @@ class Section:
     files: tuple[str, ...]
     render: Callable[[Path], str]
     intro: str = ""
+    #: The README's compact table (default: :func:`headline`, a grid's best rules).
+    summary: Callable[[Path], str] | None = None
 
 
 def grid_tables(folder: Path) -> str:
@@ -221,6 +224,20 @@ MARGIN_COMMAND = (
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_neg_grad_margin.py --only {dataset}"
 )
 PAPER_DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
+DEFENCE_COMMAND = (
+    "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_defences.py --only {dataset} --seeds 0 "
+    "--pairs 10 --workers 2 -q"
+)
+DEFENCE_INTRO = (
+    "LeNet-5 on {name}, 1,000 training images per class, the paper's five methods, every single "
+    "class and 10 random pairs on seed 0, each unlearned model released under each defence "
+    "(and the original, under the always-on one); the attack benchmark's attacks with their "
+    "shadow-free rules, the attacker's data covering 5 retained classes. `adaptive`: the "
+    "shadow-fit rules fit on shadows the attacker unlearned and defended itself (2 single "
+    "classes per method, its own data and seeds), single-class targets only. Each attack's "
+    "rate is its best rule per defence on one forgotten class (picked on the targets' truth: "
+    "an upper bound for the attacker); `Δ retain` is against the same models undefended."
+)
 
 SECTIONS = [
     *(
@@ -232,6 +249,19 @@ SECTIONS = [
             ("attacks.csv", "unlearning.csv"),
             grid_tables,
             GRID_INTRO.format(name=name),
+        )
+        for dataset, name in PAPER_DATASETS
+    ),
+    *(
+        Section(
+            f"defences-{dataset}",
+            f"Defences on {name}",
+            DEFENCE_COMMAND.format(dataset=dataset),
+            f"bench-defences/{dataset}",
+            ("plain/attacks.csv", "plain/unlearning.csv", "adaptive/attacks.csv"),
+            defence_tables,
+            DEFENCE_INTRO.format(name=name),
+            summary=defence_headline,
         )
         for dataset, name in PAPER_DATASETS
     ),
@@ -323,6 +353,8 @@ def archive(results: Path, data: Path, only: list[str] | None) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for name in section.files:
             frame = pd.read_csv(source / name, dtype=str, keep_default_na=False)
+            # Files may sit in subfolders (one per margin, plain and adaptive attacks).
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(
                 target / f"{name}.gz", index=False, compression={"method": "gzip", "mtime": 0}
             )
@@ -385,7 +417,7 @@ def replace_headlines(text: str, data: Path) -> str:
             body = f"(not archived: `{section.command}`)\n"
         else:
             with unpacked(folder, section.files) as plain:
-                body = headline(Path(plain)) + "\n"
+                body = (section.summary or headline)(Path(plain)) + "\n"
         return match.group(1) + body + match.group(4)
 
     return HEADLINE.sub(fill, text)

@@ -165,3 +165,55 @@ def test_results_script_rebuilds_tables_from_a_results_folder(tmp_path) -> None:
     assert "| head-bias " in headline and "75.0 [30.1, 95.4] n=4" in headline
     assert "| gap " in headline and "0.0 [0.0, 49.0] n=4" in headline
     assert "0.0 [0.0, 65.8] n=2" in headline
+
+
+def write_defence_grid(folder: Path) -> None:
+    """A tiny bench_defences.py folder: retrain forgetting 3 and 4, undefended and distilled;
+    head-bias names the class on both undefended targets and on one distilled one."""
+    rows, unlearning = [], []
+    for defence, hits in (("none", (1, 1)), ("distil", (1, 0))):
+        for index, hit in enumerate(hits):
+            forgotten = str(index + 3)
+            rows.append(
+                {
+                    "dataset": "mnist", "arch": "lenet", "method": "retrain",
+                    "defence": defence, "forgotten": forgotten, "seed": 0,
+                    "attack": "head-bias", "rule": "top",
+                    "predicted": forgotten if hit else "0", "success": hit, "queries": 0,
+                    "seconds": 0.01, "attacker_classes": "0+5+6",
+                }
+            )  # fmt: skip
+            unlearning.append(
+                {
+                    "dataset": "mnist", "arch": "lenet", "method": "retrain",
+                    "defence": defence, "forgotten": forgotten, "seed": 0,
+                    "forget_acc": 0.0, "retain_acc": 0.97 - 0.005 * (defence == "distil"),
+                    "test_acc": 0.88, "seconds": 1.5, "original_forget_acc": 0.99,
+                    "original_retain_acc": 0.98, "original_test_acc": 0.98,
+                }
+            )  # fmt: skip
+    for part in ("plain", "adaptive"):
+        (folder / part).mkdir(parents=True)
+        pd.DataFrame(rows).to_csv(folder / part / "attacks.csv", index=False)
+    pd.DataFrame(unlearning).to_csv(folder / "plain" / "unlearning.csv", index=False)
+
+
+def test_results_script_renders_the_defence_tables(tmp_path) -> None:
+    write_defence_grid(tmp_path / "results" / "bench-defences" / "mnist")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- headline: defences-mnist -->\n<!-- /headline -->\n")
+    data = tmp_path / "data"
+    results = str(tmp_path / "results")
+    done = run_script(BENCHMARKS / "results.py", "archive", "--results", results,
+                      "--data", str(data), "--only", "defences-mnist")  # fmt: skip
+    assert done.returncode == 0 and "defences-mnist: archived" in done.stdout, done.stderr
+    out = tmp_path / "results.md"
+    done = run_script(BENCHMARKS / "results.py", "render", "--data", str(data), "--out",
+                      str(out), "--readme", str(readme))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    section = out.read_text().split("## Defences on MNIST", 1)[1]
+    # The distilled row: 1 of 2 named by head-bias and by its adaptive copy, 0.5 points lost.
+    distil = next(line for line in section.splitlines() if line.startswith("| distil"))
+    assert distil.count("50.0 [9.5, 90.5] n=2") == 2 and "-0.50" in distil
+    headline = readme.read_text()
+    assert "| none " in headline and "| distil " in headline and "| no " in headline

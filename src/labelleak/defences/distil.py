@@ -32,15 +32,17 @@ from labelleak.models.base import ImageClassifier
 
 
 class DistilConfig(DefenceConfig):
-    """Settings of ``distil`` (defaults: LeNet-5 on 1,000 MNIST images per class, ~30 s on
-    one CPU thread)."""
+    """Settings of ``distil``. The defaults were chosen on MNIST (LeNet-5, 1,000 images per
+    class, retrain and neg-grad, every class, seed 0) over epochs 3 and 8, batch shares 0.15
+    and 0.3, 32 and 64 prototypes: the larger ones took invert-white's ``top`` from 40% to 5%
+    at the same forget and retained accuracy; about 15 s per model on one CPU thread."""
 
-    epochs: int = Field(3, ge=1, description="passes over the retained training images")
+    epochs: int = Field(8, ge=1, description="passes over the retained training images")
     batch_size: int = Field(256, ge=8, description="images per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    noise: int = Field(2000, ge=0, description="uniform-noise images the original is imitated on")
+    noise: int = Field(4000, ge=0, description="uniform-noise images the original is imitated on")
     probes_per_class: int = Field(
-        32, ge=0, description="inversion prototypes of the original per class and depth"
+        64, ge=0, description="inversion prototypes of the original per class and depth"
     )
     probe_steps: int = Field(200, ge=1, description="gradient steps of the deeper prototypes")
     margin: float = Field(
@@ -52,7 +54,7 @@ class DistilConfig(DefenceConfig):
         0.25, gt=0, lt=1, description="share of each batch drawn from the forgotten images"
     )
     off_share: float = Field(
-        0.15, gt=0, lt=1, description="share of each batch drawn from the noise and prototypes"
+        0.3, gt=0, lt=1, description="share of each batch drawn from the noise and prototypes"
     )
 
 
