@@ -226,12 +226,12 @@ MARGIN_COMMAND = (
 PAPER_DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 DEFENCE_COMMAND = (
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_defences.py --only {dataset} --seeds 0 "
-    "--pairs 10 --workers 2 -q"
+    "--pairs 0 --defences none calibrate-logit distil --workers 2 -q"
 )
 DEFENCE_INTRO = (
     "LeNet-5 on {name}, 1,000 training images per class, the paper's five methods, every single "
-    "class and 10 random pairs on seed 0, each unlearned model released under each defence "
-    "(and the original, under the always-on one); the attack benchmark's attacks with their "
+    "class on seed 0 (n=50 targets per defence), each unlearned model released under each "
+    "defence; the attack benchmark's attacks with their "
     "shadow-free rules, the attacker's data covering 5 retained classes. `adaptive`: the "
     "shadow-fit rules fit on shadows the attacker unlearned and defended itself (2 single "
     "classes per method, its own data and seeds), single-class targets only. Each attack's "

@@ -82,6 +82,17 @@ def test_methods_lists_every_method_with_its_parameters(capsys) -> None:
     assert "stop_accuracy = 0.03" in out
 
 
+def test_defences_lists_every_defence_with_its_settings(capsys) -> None:
+    from labelleak.defences import DEFENCES
+
+    code, out, _ = invoke(["defences"], capsys)
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines() if line and not line[0].isspace()]
+    assert names == list(DEFENCES)
+    assert "epochs = 8" in out  # distil's documented default
+    assert "always on" in next(line for line in out.splitlines() if line.startswith("refit-head"))
+
+
 # ---------------------------------------------------------------------------------------------
 # User errors: exit status 2, one line on stderr, nothing written
 
@@ -90,6 +101,10 @@ BAD_CONFIGS = {
     "unknown-dataset": (
         "dataset: imagenet\n",
         ["unknown dataset 'imagenet'", *ALL_DATASETS],
+    ),
+    "unknown-defence": (
+        "dataset: digits\ndefences: [none, cloak]\n",
+        ["unknown defence 'cloak'", "distil", "calibrate-logit"],
     ),
     "unknown-method": (
         "dataset: digits\nmethods: [retrain, forgetme]\n",

@@ -18,7 +18,12 @@ from labelleak.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
-DOCUMENTS = [ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "choices.md"]
+DOCUMENTS = [
+    ROOT / "README.md",
+    ROOT / "docs" / "results.md",
+    ROOT / "docs" / "choices.md",
+    ROOT / "docs" / "python.md",
+]
 
 
 def run_script(path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

@@ -351,6 +351,18 @@ def methods() -> None:
 
 
 @cli.command()
+def defences() -> None:
+    """List the defences and their settings with defaults."""
+    from labelleak.defences import DEFENCES
+
+    for name, cls in DEFENCES.items():
+        always = " (always on: also the never-unlearned original)" if cls.always_on else ""
+        click.echo(f"{name:<16} {cls.summary}{always}")
+        for field, info in cls.Config.model_fields.items():
+            click.echo(f"    {field} = {info.default!r}: {info.description}")
+
+
+@cli.command()
 def attacks() -> None:
     """List the attacks and baselines: the knowledge each needs, its rules and settings."""
     from labelleak.attacks import ATTACKS

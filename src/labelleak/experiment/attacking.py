@@ -40,9 +40,11 @@ from labelleak.utils import atomic_path, content_hash
 #: Shadow seeds are offset so they never coincide with a target's seed.
 SHADOW_SEED_OFFSET = 100_000
 
+#: design.md's contract columns first, in its order; later additions go at the end so tools
+#: that read by position keep working.
 ATTACK_COLUMNS = [
-    "dataset", "arch", "method", "defence", "forgotten", "seed", "attack", "rule",
-    "predicted", "success", "queries", "seconds", "attacker_classes",
+    "dataset", "arch", "method", "forgotten", "seed", "attack", "rule",
+    "predicted", "success", "queries", "seconds", "attacker_classes", "defence",
 ]  # fmt: skip
 
 #: Knowledge that is the same for every target of one (dataset, seed): an attack needing only

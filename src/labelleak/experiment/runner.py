@@ -62,10 +62,12 @@ DEFENCE_SETTINGS = ("defences", "defence_params", "shadow_defence")
 #: Config keys that say which cells a grid holds, not what any one cell computes.
 GRID_SHAPE = ("dataset", "seeds", "forget", "controls")
 
+#: design.md's contract columns first, in its order; later additions go at the end so tools
+#: that read by position keep working.
 UNLEARNING_COLUMNS = [
-    "dataset", "arch", "method", "defence", "forgotten", "seed",
+    "dataset", "arch", "method", "forgotten", "seed",
     "forget_acc", "retain_acc", "test_acc", "seconds",
-    "original_forget_acc", "original_retain_acc", "original_test_acc",
+    "original_forget_acc", "original_retain_acc", "original_test_acc", "defence",
 ]  # fmt: skip
 
 
