@@ -13,8 +13,9 @@ attack's best-rule rate on one forgotten class (adaptive attacks marked ``adapti
 Wilson intervals.
 
     .venv/bin/python benchmarks/bench_defences.py [--only mnist] [--seeds 0] [--pairs 10]
-        [--subsample 1000] [--defences none refit-row ...] [--adaptive-defences none distil]
-        [--adaptive-singles 2]
+        [--subsample 1000] [--defences none refit-row distil+calibrate-logit ...]
+        [--adaptive-defences none distil] [--adaptive-singles 2] [--defence-params JSON]
+        [--attacks param-dot data-peak ...] [--methods retrain neg-grad ...]
         [--no-adaptive] [--workers 2] [--out results/bench-defences]
 
 Skips (exit 0, with a message) when the data folder is missing.
@@ -22,6 +23,8 @@ Skips (exit 0, with a message) when the data folder is missing.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +33,8 @@ import pandas as pd
 from bench_attacks import ATTACKS, SETTINGS, attack_params
 from common import data_missing, forget_sets, grid_config, grid_parser
 
-from labelleak.defences import DEFENCES, NO_DEFENCE
+from labelleak.defences import DEFENCES, NO_DEFENCE, defence_stages
+from labelleak.errors import LabelleakError
 from labelleak.experiment.parallel import make_executor
 from labelleak.experiment.runner import ExperimentRunner
 from labelleak.report import format_rate, load_results
@@ -111,6 +115,15 @@ def defence_headline(folder: Path) -> str:
     return pd.DataFrame(rows, columns=headers).to_markdown(index=False)
 
 
+def chain(name: str) -> str:
+    """An argparse type: a defence or a chain of them, checked against the registry."""
+    try:
+        defence_stages(name)
+    except LabelleakError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
+
+
 def run(runner: ExperimentRunner, workers: int) -> None:
     if workers > 1:
         with make_executor(workers=workers, threads=1) as executor:
@@ -126,15 +139,28 @@ def main() -> int:
     parser.add_argument("--subsample", type=int, default=1000)
     parser.add_argument("--attacker-classes", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(PAPER_METHODS))
-    parser.add_argument("--defences", nargs="+", default=list(DEFENCES), choices=list(DEFENCES))
+    parser.add_argument(
+        "--defences",
+        nargs="+",
+        default=list(DEFENCES),
+        type=chain,
+        help="defences, or chains of them (distil+calibrate-logit)",
+    )
     parser.add_argument(
         "--adaptive-defences",
         nargs="+",
         default=[NO_DEFENCE, "distil"],
-        choices=list(DEFENCES),
+        type=chain,
         help="the defences the adaptive attacker is measured against (each trains and defends "
         "its own shadows)",
     )
+    parser.add_argument(
+        "--defence-params",
+        type=json.loads,
+        default={},
+        help='per-defence settings as JSON, e.g. \'{"distil": {"epochs": 4}}\'',
+    )
+    parser.add_argument("--attacks", nargs="+", default=ATTACKS, choices=ATTACKS)
     parser.add_argument("--adaptive-singles", type=int, default=2)
     parser.add_argument("--no-adaptive", action="store_true")
     parser.add_argument("--workers", type=int, default=1)
@@ -146,6 +172,7 @@ def main() -> int:
         common = {
             "methods": args.methods,
             "defences": args.defences,
+            "defence_params": args.defence_params,
             "attacker_classes": args.attacker_classes,
         }
         plain = grid_config(
@@ -153,7 +180,7 @@ def main() -> int:
             name,
             args,
             forget=forget_sets(args.pairs),
-            attacks=ATTACKS,
+            attacks=args.attacks,
             attack_params=attack_params({}, shadow_rules=False),
             **common,
         )

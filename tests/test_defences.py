@@ -144,6 +144,43 @@ def test_unknown_defence_and_bad_settings_are_one_line_errors() -> None:
         parse_and_validate({"defences": ["none", "none"]})
 
 
+def test_chained_defence_applies_each_stage_to_the_last_ones_output(
+    unlearned, digits_pipeline, digits_original, monkeypatch
+) -> None:
+    calls: list[str] = []
+    real = digits_pipeline._defended
+
+    def spy(seed, source, original, defence, forget, x, y):
+        calls.append(defence.name)
+        return real(seed, source, original, defence, forget, x, y)
+
+    monkeypatch.setattr(digits_pipeline, "_defended", spy)
+    decoyed = digits_pipeline.released(DATASET, SEED, "neg-grad", FORGET, "decoy-row")
+    chain = "decoy-row+calibrate-logit"
+    chained = digits_pipeline.released(DATASET, SEED, "neg-grad", FORGET, chain)
+    # decoy-row is not redone for the chain: its stored output is the second stage's input.
+    assert calls == ["decoy-row", "decoy-row", "calibrate-logit"]
+    by_hand = build_defence("calibrate-logit").defend(
+        defence_task(digits_pipeline, decoyed.model, digits_original.model)
+    )
+    assert_same_state(state_of(chained.model), state_of(by_hand))
+    assert chained.seconds >= decoyed.seconds
+    # The chain's model differs from either stage alone.
+    alone = digits_pipeline.released(DATASET, SEED, "neg-grad", FORGET, "calibrate-logit")
+    bias = chained.model.classifier.bias
+    assert not torch.equal(bias, decoyed.model.classifier.bias)
+    assert not torch.equal(bias, alone.model.classifier.bias)
+
+
+def test_bad_chains_are_one_line_errors() -> None:
+    with pytest.raises(LabelleakError, match="unknown defence 'cloak'"):
+        parse_and_validate({"defences": ["decoy-row+cloak"]})
+    with pytest.raises(LabelleakError, match="cannot be part of a chain"):
+        parse_and_validate({"defences": ["none+decoy-row"]})
+    with pytest.raises(LabelleakError, match="same stage twice"):
+        parse_and_validate({"defences": ["decoy-row+decoy-row"]})
+
+
 def parse_and_validate(extra):
     from labelleak.experiment.config import validate_config
 

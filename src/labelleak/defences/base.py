@@ -5,6 +5,9 @@ of) any unlearning method, to hide WHICH classes were forgotten. It edits a copy
 returns it; the architecture stays the same, so every attack (white box included) reads the
 defended model exactly as it reads an undefended one.
 
+Defences compose: ``"distil+calibrate-logit"`` releases what ``calibrate-logit`` makes of what
+``distil`` made (:func:`defence_stages`); each stage reads its own ``defence_params`` entry.
+
 Adding a defence is one file: subclass :class:`Defence`, give it a pydantic ``Config`` whose
 defaults are documented, implement :meth:`Defence.defend`, and decorate the class with
 ``@register_defence("name")``.
@@ -22,6 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from labelleak.errors import LabelleakError
 from labelleak.models.base import ImageClassifier
 from labelleak.registry import ComponentConfig, Registry
 
@@ -95,6 +99,25 @@ class Defence:
 DEFENCES: Registry[Defence] = Registry("defence")
 register_defence = DEFENCES.register
 get_defence_class = DEFENCES.get_class
+
+
+#: Joins the stages of a composed defence, applied left to right.
+CHAIN = "+"
+
+
+def defence_stages(name: str) -> tuple[str, ...]:
+    """The registered defences ``name`` applies, in order: ``("distil", "calibrate-logit")``
+    for ``"distil+calibrate-logit"``, ``(name,)`` for a single one. Raises a one-line
+    :class:`~labelleak.errors.LabelleakError` for an unknown stage, a repeated one, or ``none``
+    inside a chain."""
+    stages = tuple(name.split(CHAIN))
+    for stage in stages:
+        get_defence_class(stage)
+    if len(stages) > 1 and NO_DEFENCE in stages:
+        raise LabelleakError(f"defence {name!r}: '{NO_DEFENCE}' cannot be part of a chain")
+    if len(set(stages)) != len(stages):
+        raise LabelleakError(f"defence {name!r} applies the same stage twice")
+    return stages
 
 
 def make_defence_config(name: str, params: dict[str, Any] | None) -> DefenceConfig:

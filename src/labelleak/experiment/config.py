@@ -33,7 +33,7 @@ from labelleak.attacks import get_attack_class, make_attack_config
 from labelleak.data.registry import DATASETS, get_spec
 from labelleak.data.splits import validate_forget_classes
 from labelleak.data.unrelated import unrelated_sources
-from labelleak.defences import NO_DEFENCE, get_defence_class, make_defence_config
+from labelleak.defences import NO_DEFENCE, defence_stages, make_defence_config
 from labelleak.errors import LabelleakError, unknown_choice
 from labelleak.models import ARCHITECTURES
 from labelleak.registry import first_error
@@ -94,7 +94,8 @@ class ExperimentConfig(BaseModel):
         [NO_DEFENCE],
         min_length=1,
         description="defences applied to every unlearned model, each a separate target "
-        "(none = the model as the method left it); see labelleak.defences",
+        "(none = the model as the method left it; a+b = b applied to a's output); see "
+        "labelleak.defences",
     )
     defence_params: dict[str, dict[str, Any]] = Field({}, description="per-defence settings")
     shadow_defence: Literal["none", "same"] = Field(
@@ -232,7 +233,7 @@ def validate_config(config: ExperimentConfig, known_attacks: set[str] | None = N
     if len(set(config.defences)) != len(config.defences):
         raise LabelleakError(f"defences lists a defence twice: {config.defences}")
     for defence in config.defences:
-        get_defence_class(defence)
+        defence_stages(defence)
     for defence, params in config.defence_params.items():
         make_defence_config(defence, params)
     if isinstance(config.shadow_methods, list):

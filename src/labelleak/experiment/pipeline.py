@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from labelleak.data import DataSplits, load_dataset, make_splits
-from labelleak.defences import NO_DEFENCE, Defence, DefenceTask, build_defence
+from labelleak.defences import NO_DEFENCE, Defence, DefenceTask, build_defence, defence_stages
 from labelleak.experiment.config import ExperimentConfig
 from labelleak.experiment.store import ArtifactStore
 from labelleak.models import build_model
@@ -290,8 +290,32 @@ class Pipeline:
         )
 
     def defence(self, name: str) -> Defence:
-        """Defence ``name`` with the config's settings for it."""
+        """Defence ``name`` (one stage) with the config's settings for it."""
         return build_defence(name, self.config.defence_params.get(name))
+
+    def defence_chain(self, name: str) -> list[Defence]:
+        """The stages of defence ``name`` (``a+b``: ``a`` then ``b``), with their settings."""
+        return [self.defence(stage) for stage in defence_stages(name)]
+
+    def _released_as(
+        self,
+        seed: int,
+        source: BuiltModel,
+        original: BuiltModel,
+        defence_name: str,
+        forget: tuple[int, ...],
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> BuiltModel:
+        """``source`` through every stage of ``defence_name``; each stage's output is cached
+        on its own, so ``a`` and ``a+b`` in one grid train ``a`` once. Seconds add up."""
+        built = source
+        for defence in self.defence_chain(defence_name):
+            stage = self._defended(seed, built, original, defence, forget, x, y)
+            if stage is not built and built is not source:
+                stage = BuiltModel(stage.model, stage.key, stage.seconds + built.seconds)
+            built = stage
+        return built
 
     def released(
         self,
@@ -312,7 +336,7 @@ class Pipeline:
         if defence_name == NO_DEFENCE:
             return source
         x, y = self.splits(dataset).target_data()
-        return self._defended(seed, source, original, self.defence(defence_name), forget, x, y)
+        return self._released_as(seed, source, original, defence_name, forget, x, y)
 
     # -- the attacker's shadow models --------------------------------------------------------
 
@@ -337,15 +361,14 @@ class Pipeline:
         record_for = _needing_record([method for method, forget in jobs if forget])
         original = self._trained(dataset, seed, x, y, data_id, "shadow", record_for)
         recipe = {**self._recipe_spec(dataset, seed, data_id), "role": "shadow"}
-        defence = self.defence(defence_name)
         runs = []
         for method_name, forget in jobs:
             if not forget:
-                target = self._defended(seed, original, original, defence, (), x, y)
+                target = self._released_as(seed, original, original, defence_name, (), x, y)
                 runs.append((method_name, forget, original, target))
                 continue
             method = build_method(method_name, self.config.method_params.get(method_name))
             target = self._unlearned(dataset, seed, original, method, forget, x, y, recipe)
-            target = self._defended(seed, target, original, defence, forget, x, y)
+            target = self._released_as(seed, target, original, defence_name, forget, x, y)
             runs.append((method_name, forget, original, target))
         return runs

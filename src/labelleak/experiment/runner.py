@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 import labelleak
 from labelleak.attacks import ATTACKS
-from labelleak.defences import NO_DEFENCE
+from labelleak.defences import NO_DEFENCE, defence_stages
 from labelleak.evaluation import class_accuracies, split_accuracies
 from labelleak.experiment.attacking import (
     ATTACK_COLUMNS,
@@ -122,7 +122,9 @@ def resolved_config(config: ExperimentConfig, pipeline: Pipeline) -> dict[str, A
         m: build_method(m, config.method_params.get(m)).config.model_dump() for m in config.methods
     }
     resolved["resolved"]["defence_params"] = {
-        d: pipeline.defence(d).config.model_dump() for d in config.defences
+        stage: pipeline.defence(stage).config.model_dump()
+        for name in config.defences
+        for stage in defence_stages(name)
     }
     resolved["versions"] = {
         "labelleak": labelleak.__version__,
@@ -217,8 +219,10 @@ class ExperimentRunner:
         return self._hash_key(cell, attack is not None, methods, excluded, attacks, **extra)
 
     def _defence_key(self, name: str) -> str:
-        defence = self.pipeline.defence(name)
-        return content_hash([name, defence.config.key_params(), defence.version])
+        stages = self.pipeline.defence_chain(name)
+        if len(stages) == 1:  # the form keys had before chains, kept so stored cells match
+            return content_hash([name, stages[0].config.key_params(), stages[0].version])
+        return content_hash([name, [[d.config.key_params(), d.version] for d in stages]])
 
     def _attack_key_params(self, name: str) -> dict[str, Any]:
         return self.attacker.attack(name).config.key_params()
