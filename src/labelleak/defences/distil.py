@@ -10,9 +10,8 @@ shift), towards
 * on the retained classes' training images, the released model's own logits with each
   forgotten class's set where the original had it against the best retained class
   (:func:`~labelleak.defences.refit.grafted`: the retained answers stay those of the method),
-* the original's logits on uniform noise, on blends of retained images (``mixtures``), and on
-  the original's own inversion prototypes (crafted by the unlearner, see
-  :func:`~labelleak.defences.head.inversion_probes`),
+* the original's logits on uniform noise and on the original's own inversion prototypes
+  (crafted by the unlearner, see :func:`~labelleak.defences.head.inversion_probes`),
 * the released model's own logits on the forgotten classes' training images, each forgotten
   class's pushed ``margin`` nats below the best retained class.
 
@@ -27,12 +26,7 @@ import torch
 from pydantic import Field
 
 from labelleak.defences.base import Defence, DefenceConfig, DefenceTask, register_defence
-from labelleak.defences.head import (
-    inversion_probes,
-    logits_of,
-    retained_mixtures,
-    uniform_noise,
-)
+from labelleak.defences.head import inversion_probes, logits_of, uniform_noise
 from labelleak.defences.refit import grafted, kept_forgotten
 from labelleak.models.base import ImageClassifier
 
@@ -47,12 +41,6 @@ class DistilConfig(DefenceConfig):
     batch_size: int = Field(256, ge=8, description="images per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     noise: int = Field(4000, ge=0, description="uniform-noise images the original is imitated on")
-    mixtures: int = Field(
-        0,
-        ge=0,
-        description="blends of two retained images of different classes the original is "
-        "imitated on (its answers on natural look-alikes of the forgotten classes)",
-    )
     probes_per_class: int = Field(
         64, ge=0, description="inversion prototypes of the original per class and depth"
     )
@@ -81,8 +69,6 @@ class Distil(Defence):
         original = task.original.cpu().eval()
         model = task.copy_model().to(task.device)
         off = [uniform_noise(task, config.noise)] if config.noise else []
-        if config.mixtures:
-            off.append(retained_mixtures(task, config.mixtures))
         if config.probes_per_class:
             off.append(
                 inversion_probes(original, task, config.probes_per_class, config.probe_steps)

@@ -42,27 +42,6 @@ def uniform_noise(task: DefenceTask, count: int) -> torch.Tensor:
     return torch.rand((count, *shape), generator=generator)
 
 
-def retained_mixtures(task: DefenceTask, count: int) -> torch.Tensor:
-    """``count`` blends ``(count, C, H, W)`` of two retained training images of different classes,
-    each weighted uniformly in ``[0.25, 0.75]``, seeded by the task: natural-looking inputs
-    that belong to no class, on some of which the original named a forgotten one."""
-    generator = torch.Generator().manual_seed(task.seed + 3)
-    n = len(task.retain_x)
-    first = torch.randint(n, (count,), generator=generator)
-    second = torch.randint(n, (count,), generator=generator)
-    same = task.retain_y[first] == task.retain_y[second]
-    # Redraw partners of the same class a few times; the rare leftovers stay (a blend of two
-    # images of one class is still a fair input).
-    for _ in range(8):
-        if not same.any():
-            break
-        second[same] = torch.randint(n, (int(same.sum()),), generator=generator)
-        same = task.retain_y[first] == task.retain_y[second]
-    shape = (count, *([1] * (task.retain_x.dim() - 1)))
-    weight = 0.25 + 0.5 * torch.rand(shape, generator=generator)
-    return weight * task.retain_x[first] + (1 - weight) * task.retain_x[second]
-
-
 def inversion_probes(
     model: nn.Module,
     task: DefenceTask,
