@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,8 @@ class Section:
     intro: str = ""
     #: The README's compact table (default: :func:`headline`, a grid's best rules).
     summary: Callable[[Path], str] | None = None
+    #: Files archived and rendered when the run made them (a benchmark run without a phase).
+    optional: tuple[str, ...] = ()
 
 
 def grid_tables(folder: Path) -> str:
@@ -258,10 +261,11 @@ SECTIONS = [
             f"Defences on {name}",
             DEFENCE_COMMAND.format(dataset=dataset),
             f"bench-defences/{dataset}",
-            ("plain/attacks.csv", "plain/unlearning.csv", "adaptive/attacks.csv"),
+            ("plain/attacks.csv", "plain/unlearning.csv"),
             defence_tables,
             DEFENCE_INTRO.format(name=name),
             summary=defence_headline,
+            optional=("adaptive/attacks.csv",),
         )
         for dataset, name in PAPER_DATASETS
     ),
@@ -350,8 +354,11 @@ def archive(results: Path, data: Path, only: list[str] | None) -> None:
             print(f"{section.name}: {source} lacks {', '.join(section.files)}; not archived")
             continue
         target = data / section.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in section.files:
+        if target.is_dir():  # an archive replaces the last one whole, optional files included
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        present = [name for name in section.optional if (source / name).is_file()]
+        for name in (*section.files, *present):
             frame = pd.read_csv(source / name, dtype=str, keep_default_na=False)
             # Files may sit in subfolders (one per margin, plain and adaptive attacks).
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -360,7 +367,7 @@ def archive(results: Path, data: Path, only: list[str] | None) -> None:
             )
         meta = {"date": date.today().isoformat(), "code": code_version(), "source": str(source)}
         write_text_atomic(target / META, json.dumps(meta, indent=2) + "\n")
-        print(f"{section.name}: archived {', '.join(section.files)} from {source}")
+        print(f"{section.name}: archived {', '.join((*section.files, *present))} from {source}")
 
 
 def unpacked(folder: Path, files: tuple[str, ...]) -> tempfile.TemporaryDirectory[str]:
@@ -379,7 +386,8 @@ def render_section(section: Section, data: Path) -> str:
     if not (folder / META).is_file():
         return heading + "Not archived on this checkout: run the command above, then `archive`.\n"
     meta = json.loads((folder / META).read_text())
-    with unpacked(folder, section.files) as plain:
+    present = [name for name in section.optional if (folder / f"{name}.gz").is_file()]
+    with unpacked(folder, (*section.files, *present)) as plain:
         body = section.render(Path(plain))
     return heading + f"Measured {meta['date']} at code version `{meta['code']}`.\n\n{body}\n"
 
