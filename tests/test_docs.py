@@ -23,6 +23,7 @@ DOCUMENTS = [
     ROOT / "docs" / "results.md",
     ROOT / "docs" / "choices.md",
     ROOT / "docs" / "python.md",
+    ROOT / "docs" / "extending.md",
 ]
 
 
