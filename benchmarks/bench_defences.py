@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument(
         "--adaptive-defences",
         nargs="+",
-        default=[NO_DEFENCE, "distil"],
+        default=[NO_DEFENCE, "distil", "graft"],
         type=chain,
         help="the defences the adaptive attacker is measured against (each trains and defends "
         "its own shadows)",

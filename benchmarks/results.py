@@ -229,7 +229,8 @@ MARGIN_COMMAND = (
 PAPER_DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 DEFENCE_COMMAND = (
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_defences.py --only {dataset} --seeds 0 "
-    "--pairs 0 --defences none calibrate-logit distil --workers 2 -q"
+    "--pairs 0 --defences none calibrate-logit distil graft --adaptive-defences none distil graft "
+    "--workers 2 -q"
 )
 DEFENCE_INTRO = (
     "LeNet-5 on {name}, 1,000 training images per class, the paper's five methods, every single "

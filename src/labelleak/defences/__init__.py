@@ -1,6 +1,6 @@
 """Defences against forgotten-label inference, registered by name (see :mod:`.base`)."""
 
-from labelleak.defences import calibrate, decoy, distil, refit  # noqa: F401
+from labelleak.defences import calibrate, decoy, distil, graft, refit  # noqa: F401
 from labelleak.defences.base import (
     DEFENCES,
     NO_DEFENCE,

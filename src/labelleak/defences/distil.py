@@ -63,6 +63,14 @@ class Distil(Defence):
     Config = DistilConfig
     summary = "the whole network trained to answer like the original except on forgotten data"
 
+    def grafts(
+        self, task: DefenceTask, original: ImageClassifier
+    ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+        """Retained training images answered otherwise: indices ``(G,)`` into
+        ``task.retain_x``, their target logits ``(G, K)`` and their share of each batch;
+        ``None`` (here) for none. :class:`~labelleak.defences.graft.Graft` overrides this."""
+        return None
+
     def defend(self, task: DefenceTask) -> ImageClassifier:
         config = self.config
         assert isinstance(config, DistilConfig)
@@ -73,17 +81,26 @@ class Distil(Defence):
             off.append(
                 inversion_probes(original, task, config.probes_per_class, config.probe_steps)
             )
-        # (images, target logits, share of each batch): retained, off-manifold, forgotten.
+        # (images, target logits, share of each batch): retained, off-manifold, forgotten,
+        # grafted.
         pools: list[tuple[torch.Tensor, torch.Tensor, float]] = []
         forgetting = bool(task.forget_classes) and len(task.forget_x) > 0
         forget_share = config.forget_share if forgetting else 0.0
         off_share = config.off_share if off else 0.0
+        grafts = self.grafts(task, original) if forgetting else None
+        graft_share = grafts[2] if grafts is not None else 0.0
+        retain_x = task.retain_x
+        if grafts is not None:
+            # A grafted image is answered one way only, or the two targets would average out.
+            kept = torch.ones(len(retain_x), dtype=torch.bool)
+            kept[grafts[0]] = False
+            retain_x = retain_x[kept]
         retained = grafted(
-            logits_of(task.model, task.retain_x),
-            logits_of(original, task.retain_x),
+            logits_of(task.model, retain_x),
+            logits_of(original, retain_x),
             list(task.forget_classes),
         )
-        pools.append((task.retain_x, retained, 1 - forget_share - off_share))
+        pools.append((retain_x, retained, 1 - forget_share - off_share - graft_share))
         if off:
             images = torch.cat(off)
             pools.append((images, logits_of(original, images), off_share))
@@ -92,6 +109,8 @@ class Distil(Defence):
                 logits_of(task.model, task.forget_x), list(task.forget_classes), config.margin
             )
             pools.append((task.forget_x, targets, forget_share))
+        if grafts is not None:
+            pools.append((task.retain_x[grafts[0]], grafts[1], graft_share))
         generator = torch.Generator().manual_seed(task.seed + 29)
         counts = [max(1, round(share * config.batch_size)) for _, _, share in pools]
         steps = config.epochs * max(1, len(task.retain_x) // config.batch_size)
