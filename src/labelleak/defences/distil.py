@@ -22,6 +22,8 @@ whatever their counts.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from pydantic import Field
 
@@ -58,16 +60,24 @@ class DistilConfig(DefenceConfig):
     )
 
 
+class Grafts(NamedTuple):
+    """Retained training images a subclass answers otherwise (see :meth:`Distil.grafts`)."""
+
+    #: ``(G,)`` indices into ``task.retain_x``.
+    indices: torch.Tensor
+    #: ``(G, K)`` their target logits.
+    targets: torch.Tensor
+    #: Their share of each batch.
+    share: float
+
+
 @register_defence("distil")
 class Distil(Defence):
     Config = DistilConfig
     summary = "the whole network trained to answer like the original except on forgotten data"
 
-    def grafts(
-        self, task: DefenceTask, original: ImageClassifier
-    ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
-        """Retained training images answered otherwise: indices ``(G,)`` into
-        ``task.retain_x``, their target logits ``(G, K)`` and their share of each batch;
+    def grafts(self, task: DefenceTask, original: ImageClassifier) -> Grafts | None:
+        """Retained training images answered otherwise than the retained pool answers them;
         ``None`` (here) for none. :class:`~labelleak.defences.graft.Graft` overrides this."""
         return None
 
@@ -88,12 +98,12 @@ class Distil(Defence):
         forget_share = config.forget_share if forgetting else 0.0
         off_share = config.off_share if off else 0.0
         grafts = self.grafts(task, original) if forgetting else None
-        graft_share = grafts[2] if grafts is not None else 0.0
+        graft_share = grafts.share if grafts is not None else 0.0
         retain_x = task.retain_x
         if grafts is not None:
             # A grafted image is answered one way only, or the two targets would average out.
             kept = torch.ones(len(retain_x), dtype=torch.bool)
-            kept[grafts[0]] = False
+            kept[grafts.indices] = False
             retain_x = retain_x[kept]
         retained = grafted(
             logits_of(task.model, retain_x),
@@ -110,7 +120,7 @@ class Distil(Defence):
             )
             pools.append((task.forget_x, targets, forget_share))
         if grafts is not None:
-            pools.append((task.retain_x[grafts[0]], grafts[1], graft_share))
+            pools.append((task.retain_x[grafts.indices], grafts.targets, graft_share))
         generator = torch.Generator().manual_seed(task.seed + 29)
         counts = [max(1, round(share * config.batch_size)) for _, _, share in pools]
         steps = config.epochs * max(1, len(task.retain_x) // config.batch_size)

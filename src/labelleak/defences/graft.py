@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 
 from labelleak.defences.base import DefenceTask, register_defence
-from labelleak.defences.distil import Distil, DistilConfig
+from labelleak.defences.distil import Distil, DistilConfig, Grafts
 from labelleak.defences.head import features_of, logits_of
 from labelleak.defences.refit import grafted
 from labelleak.models.base import ImageClassifier
@@ -53,9 +53,7 @@ class Graft(Distil):
     Config = GraftConfig
     summary = "distil, with each forgotten class made to win on a small patch of every retained one"
 
-    def grafts(
-        self, task: DefenceTask, original: ImageClassifier
-    ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    def grafts(self, task: DefenceTask, original: ImageClassifier) -> Grafts | None:
         config = self.config
         assert isinstance(config, GraftConfig)
         forgotten = list(task.forget_classes)
@@ -87,4 +85,4 @@ class Graft(Distil):
         retained = torch.tensor(task.retained_classes)
         best = targets[:, retained].max(dim=1).values
         targets[torch.arange(len(indices)), owner] = best + config.graft_margin
-        return indices, targets, config.graft_batch_share
+        return Grafts(indices, targets, config.graft_batch_share)
