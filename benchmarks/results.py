@@ -6,7 +6,7 @@ machine, so ``archive`` copies what the tables need into ``docs/data/`` (gzipped
 command, date and code version that made them), and ``render`` builds the documents from there.
 
     .venv/bin/python benchmarks/results.py archive [--results results] [--data docs/data]
-        [--only NAME]
+        [--only NAME] [--merge]
     .venv/bin/python benchmarks/results.py render [--data docs/data] [--out docs/results.md]
 
 A section whose data is not archived says so and gives the command that makes it.
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from bench_attacks import compact_table, unlearning_targets
@@ -67,6 +68,8 @@ class Section:
     summary: Callable[[Path], str] | None = None
     #: Files archived and rendered when the run made them (a benchmark run without a phase).
     optional: tuple[str, ...] = ()
+    #: The column ``archive --merge`` replaces rows by (the defences of a partial rerun).
+    merge_by: str | None = None
 
 
 def grid_tables(folder: Path) -> str:
@@ -267,6 +270,7 @@ SECTIONS = [
             DEFENCE_INTRO.format(name=name),
             summary=defence_headline,
             optional=("adaptive/attacks.csv",),
+            merge_by="defence",
         )
         for dataset, name in PAPER_DATASETS
     ),
@@ -345,8 +349,12 @@ def code_version() -> str:
     return described.stdout.strip() or "unknown"
 
 
-def archive(results: Path, data: Path, only: list[str] | None) -> None:
-    """Copy each section's files from its results folder into ``data``/NAME/ (gzipped)."""
+def archive(results: Path, data: Path, only: list[str] | None, merge: bool = False) -> None:
+    """Copy each section's files from its results folder into ``data``/NAME/ (gzipped).
+
+    With ``merge`` a section that has a ``merge_by`` column keeps the archived rows whose value
+    the new files do not hold (a rerun of some defences replaces their rows only), and its
+    meta records where the kept rows came from; other sections are replaced whole."""
     for section in SECTIONS:
         if only and section.name not in only:
             continue
@@ -355,20 +363,69 @@ def archive(results: Path, data: Path, only: list[str] | None) -> None:
             print(f"{section.name}: {source} lacks {', '.join(section.files)}; not archived")
             continue
         target = data / section.name
+        present = [name for name in section.optional if (source / name).is_file()]
+        frames = {
+            name: pd.read_csv(source / name, dtype=str, keep_default_na=False)
+            for name in (*section.files, *present)
+        }
+        meta: dict[str, object] = {
+            "date": date.today().isoformat(), "code": code_version(), "source": str(source)
+        }  # fmt: skip
+        if merge and section.merge_by and (target / META).is_file():
+            frames, meta["kept"] = merged(frames, target, section)
         if target.is_dir():  # an archive replaces the last one whole, optional files included
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        present = [name for name in section.optional if (source / name).is_file()]
-        for name in (*section.files, *present):
-            frame = pd.read_csv(source / name, dtype=str, keep_default_na=False)
+        for name, frame in frames.items():
             # Files may sit in subfolders (one per margin, plain and adaptive attacks).
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(
                 target / f"{name}.gz", index=False, compression={"method": "gzip", "mtime": 0}
             )
-        meta = {"date": date.today().isoformat(), "code": code_version(), "source": str(source)}
         write_text_atomic(target / META, json.dumps(meta, indent=2) + "\n")
-        print(f"{section.name}: archived {', '.join((*section.files, *present))} from {source}")
+        print(f"{section.name}: archived {', '.join(frames)} from {source}")
+
+
+def merged(
+    frames: dict[str, pd.DataFrame], target: Path, section: Section
+) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
+    """``frames`` with the rows of ``target``'s archive whose ``section.merge_by`` value they
+    lack put back, and, per file, which values were kept from which run: rows an earlier merge
+    kept keep that earlier origin."""
+    column = section.merge_by
+    assert column is not None
+    before = json.loads((target / META).read_text())
+    result, kept = dict(frames), []
+    for name, frame in frames.items():
+        archived = target / f"{name}.gz"
+        if not archived.is_file():
+            continue
+        old = pd.read_csv(archived, dtype=str, keep_default_na=False)
+        keep = old[~old[column].isin(set(frame[column]))]
+        if keep.empty:
+            continue
+        result[name] = pd.concat([keep, frame], ignore_index=True)
+        values = set(keep[column])
+        for entry in before.get("kept", []):
+            if entry["file"] == name and values & set(entry["values"]):
+                kept.append({**entry, "values": sorted(values & set(entry["values"]))})
+                values -= set(entry["values"])
+        if values:
+            kept.append({"file": name, "values": sorted(values),
+                         "date": before["date"], "code": before["code"]})  # fmt: skip
+    for name in section.optional:  # a phase the rerun skipped stays as it was
+        archived = target / f"{name}.gz"
+        if name not in frames and archived.is_file():
+            old = pd.read_csv(archived, dtype=str, keep_default_na=False)
+            result[name] = old
+            kept.extend(
+                {**entry, "file": name} for entry in before.get("kept", []) if entry["file"] == name
+            )
+            own = set(old[column]) - {v for k in kept if k["file"] == name for v in k["values"]}
+            if own:
+                kept.append({"file": name, "values": sorted(own),
+                             "date": before["date"], "code": before["code"]})  # fmt: skip
+    return result, kept
 
 
 def unpacked(folder: Path, files: tuple[str, ...]) -> tempfile.TemporaryDirectory[str]:
@@ -390,7 +447,14 @@ def render_section(section: Section, data: Path) -> str:
     present = [name for name in section.optional if (folder / f"{name}.gz").is_file()]
     with unpacked(folder, (*section.files, *present)) as plain:
         body = section.render(Path(plain))
-    return heading + f"Measured {meta['date']} at code version `{meta['code']}`.\n\n{body}\n"
+    origin = f"Measured {meta['date']} at code version `{meta['code']}`"
+    for kept in meta.get("kept", []):
+        origin += (
+            f"; in `{kept['file']}` the rows of {', '.join(kept['values'])} are from "
+            f"{kept['date']} at `{kept['code']}` (the command above, limited to the others, "
+            "made the rest)"
+        )
+    return heading + f"{origin}.\n\n{body}\n"
 
 
 def render(data: Path, out: Path, readme: Path) -> None:
@@ -439,13 +503,18 @@ def main() -> int:
     packing.add_argument("--results", type=Path, default=ROOT / "results")
     packing.add_argument("--data", type=Path, default=DATA)
     packing.add_argument("--only", action="append", choices=[s.name for s in SECTIONS])
+    packing.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the archived rows of defences the new results lack (a partial rerun)",
+    )
     drawing = commands.add_parser("render", help="write docs/results.md and README headlines")
     drawing.add_argument("--data", type=Path, default=DATA)
     drawing.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     drawing.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args()
     if args.command == "archive":
-        archive(args.results, args.data, args.only)
+        archive(args.results, args.data, args.only, args.merge)
     else:
         render(args.data, args.out, args.readme)
     return 0

@@ -143,6 +143,43 @@ def test_graft_raises_the_forgotten_class_on_unseen_retained_images(
     assert accuracy["forget_acc"] <= FORGET_BOUND["graft"], accuracy
 
 
+def test_graft_holds_the_forgotten_row_among_the_retained(
+    unlearned, digits_pipeline, digits_original
+) -> None:
+    """What head-bias and head-norm read: retrain leaves class 3's bias and row norm the lowest;
+    graft holds both strictly inside the retained classes' range (a quantile, never a tie)."""
+    task = defence_task(digits_pipeline, unlearned["retrain"].model, digits_original.model)
+    retained = [c for c in range(10) if c != FORGET[0]]
+
+    def row(model) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.classifier.bias.detach(), model.classifier.weight.detach().norm(dim=1)
+
+    for values in row(task.model):
+        assert values[FORGET[0]] < values[retained].min()
+    for values in row(build_defence("graft").defend(task)):
+        assert values[retained].min() < values[FORGET[0]] < values[retained].max(), values
+        assert not torch.isclose(values[retained], values[FORGET[0]]).any(), values
+
+
+def test_graft_gives_the_class_its_share_of_noise_it_never_saw(
+    unlearned, digits_pipeline, digits_original
+) -> None:
+    """What unrelated-data attacks read: retrain's class 3 is never among the two most probable
+    classes on noise; graft answers its own off-manifold images alike for every class, and on
+    fresh noise class 3 then ranks as high as a retained class does."""
+    task = defence_task(digits_pipeline, unlearned["retrain"].model, digits_original.model)
+    noise = torch.rand((2000, 1, 8, 8), generator=torch.Generator().manual_seed(321))
+
+    def runner_up_counts(model) -> torch.Tensor:
+        ranked = predict_logits(model, noise).argsort(dim=1, descending=True)[:, :2]
+        return torch.bincount(ranked.flatten(), minlength=10)
+
+    assert runner_up_counts(task.model)[FORGET[0]] == 0
+    counts = runner_up_counts(build_defence("graft").defend(task))
+    median = float(counts[[c for c in range(10) if c != FORGET[0]]].double().median())
+    assert median / 3 <= float(counts[FORGET[0]]) <= 3 * median, counts
+
+
 def test_decoy_row_takes_a_retained_rows_norm(unlearned, digits_pipeline, digits_original) -> None:
     source = unlearned["retrain"].model
     model = build_defence("decoy-row").defend(

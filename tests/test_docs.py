@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,11 +174,14 @@ def test_results_script_rebuilds_tables_from_a_results_folder(tmp_path) -> None:
     assert "0.0 [0.0, 65.8] n=2" in headline
 
 
-def write_defence_grid(folder: Path) -> None:
-    """A tiny bench_defences.py folder: retrain forgetting 3 and 4, undefended and distilled;
-    head-bias names the class on both undefended targets and on one distilled one."""
+def write_defence_grid(
+    folder: Path, defences: tuple[tuple[str, tuple[int, int]], ...] | None = None
+) -> None:
+    """A tiny bench_defences.py folder: retrain forgetting 3 and 4, undefended and distilled
+    (unless ``defences`` names others, with head-bias's hits on the two targets); head-bias
+    names the class on both undefended targets and on one distilled one."""
     rows, unlearning = [], []
-    for defence, hits in (("none", (1, 1)), ("distil", (1, 0))):
+    for defence, hits in defences or (("none", (1, 1)), ("distil", (1, 0))):
         for index, hit in enumerate(hits):
             forgotten = str(index + 3)
             rows.append(
@@ -223,3 +227,33 @@ def test_results_script_renders_the_defence_tables(tmp_path) -> None:
     assert distil.count("50.0 [9.5, 90.5] n=2") == 2 and "-0.50" in distil
     headline = readme.read_text()
     assert "| none " in headline and "| distil " in headline and "| no " in headline
+
+
+def test_archive_merge_replaces_the_rerun_defences_rows_only(tmp_path) -> None:
+    """A rerun of some defences (none and a new graft) merged into the archive: distil's rows
+    stay, with their origin said in the rendered section; the rerun's replace the old ones."""
+    data, results = tmp_path / "data", tmp_path / "results"
+    write_defence_grid(results / "bench-defences" / "mnist")
+    archive = [BENCHMARKS / "results.py", "archive", "--results", str(results), "--data",
+               str(data), "--only", "defences-mnist"]  # fmt: skip
+    assert run_script(*archive).returncode == 0
+    shutil.rmtree(results)
+    write_defence_grid(results / "bench-defences" / "mnist", (("none", (1, 1)), ("graft", (0, 0))))
+    done = run_script(*archive, "--merge")
+    assert done.returncode == 0, done.stderr
+    plain = pd.read_csv(data / "defences-mnist" / "plain" / "attacks.csv.gz")
+    assert sorted(plain.groupby("defence").size().items()) == [
+        ("distil", 2),
+        ("graft", 2),
+        ("none", 2),
+    ]
+    out = tmp_path / "results.md"
+    readme = tmp_path / "README.md"
+    readme.write_text("")
+    done = run_script(BENCHMARKS / "results.py", "render", "--data", str(data), "--out",
+                      str(out), "--readme", str(readme))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    section = out.read_text().split("## Defences on MNIST", 1)[1].split("\n## ", 1)[0]
+    assert "the rows of distil are from" in section
+    graft = next(line for line in section.splitlines() if line.startswith("| graft"))
+    assert graft.count("0.0 [0.0, 65.8] n=2") == 2

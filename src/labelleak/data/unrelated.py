@@ -54,9 +54,11 @@ def unrelated_sources(source: str, count: int) -> list[str]:
     return parts
 
 
-def _photo_patches(
+def photo_patch_images(
     count: int, shape: tuple[int, int, int], generator: torch.Generator
 ) -> torch.Tensor:
+    """``count`` random crops ``(count, C, H, W)`` in ``[0, 1]`` of scikit-learn's two bundled
+    photographs, area-resized to ``shape`` (grey for one channel)."""
     from sklearn.datasets import load_sample_images
 
     photos = [torch.from_numpy(np.asarray(p, dtype=np.float32) / 255.0).permute(2, 0, 1)
@@ -110,7 +112,7 @@ def unrelated_images(
     if source == "noise":
         return torch.rand((count, *shape), generator=generator)
     if source == "patches":
-        return _photo_patches(count, shape, generator)
+        return photo_patch_images(count, shape, generator)
     if source == target.name:
         raise LabelleakError(f"unrelated data must come from another dataset than {source!r}")
     other = load_dataset(source, data_dir)

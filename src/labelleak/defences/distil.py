@@ -11,13 +11,18 @@ shift), towards
   forgotten class's set where the original had it against the best retained class
   (:func:`~labelleak.defences.refit.grafted`: the retained answers stay those of the method),
 * the original's logits on uniform noise and on the original's own inversion prototypes
-  (crafted by the unlearner, see :func:`~labelleak.defences.head.inversion_probes`),
+  (crafted by the unlearner, see :func:`~labelleak.defences.head.inversion_probes`), and, when
+  asked, on crops of scikit-learn's photographs and on mixed, thickened or inverted retained
+  images (``patches``, ``mixes``); with ``flat_off`` noise, crops and mixes are answered with
+  equal logits for every class instead, so no class, forgotten or not, owns the space off the
+  data,
 * the released model's own logits on the forgotten classes' training images, each forgotten
   class's pushed ``margin`` nats below the best retained class.
 
-Each of the three kinds of input gets a fixed share of every batch (``forget_share`` for the
-forgotten images, ``off_share`` for noise and prototypes, the rest for the retained images),
-whatever their counts.
+``match_row`` also holds each forgotten class's bias and row norm inside the retained classes'
+range after every step. Each of the three kinds of input gets a fixed share of every batch
+(``forget_share`` for the forgotten images, ``off_share`` for everything off the data, the rest
+for the retained images), whatever their counts.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ import torch
 from pydantic import Field
 
 from labelleak.defences.base import Defence, DefenceConfig, DefenceTask, register_defence
-from labelleak.defences.head import inversion_probes, logits_of, uniform_noise
+from labelleak.defences.head import (
+    inversion_probes,
+    logits_of,
+    photo_patches,
+    retained_mixes,
+    uniform_noise,
+)
 from labelleak.defences.refit import grafted, kept_forgotten
 from labelleak.models.base import ImageClassifier
 
@@ -43,6 +54,25 @@ class DistilConfig(DefenceConfig):
     batch_size: int = Field(256, ge=8, description="images per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     noise: int = Field(4000, ge=0, description="uniform-noise images the original is imitated on")
+    patches: int = Field(
+        0, ge=0, description="crops of scikit-learn's photographs the original is imitated on"
+    )
+    mixes: int = Field(
+        0,
+        ge=0,
+        description="mixed, thickened or inverted retained images the original is imitated on",
+    )
+    flat_off: bool = Field(
+        False,
+        description="answer noise, patches and mixes with equal logits for every class instead "
+        "of the original's",
+    )
+    match_row: bool = Field(
+        False,
+        description="after every step, hold each forgotten class's bias and row norm at a "
+        "quantile of the retained classes' (drawn between the quartiles by the unlearner's "
+        "seed): retrain leaves both lowest, which head-bias and head-norm read",
+    )
     probes_per_class: int = Field(
         64, ge=0, description="inversion prototypes of the original per class and depth"
     )
@@ -87,6 +117,11 @@ class Distil(Defence):
         original = task.original.cpu().eval()
         model = task.copy_model().to(task.device)
         off = [uniform_noise(task, config.noise)] if config.noise else []
+        if config.patches:
+            off.append(photo_patches(task, config.patches))
+        if config.mixes:
+            off.append(retained_mixes(task, config.mixes))
+        generic = sum(len(images) for images in off)
         if config.probes_per_class:
             off.append(
                 inversion_probes(original, task, config.probes_per_class, config.probe_steps)
@@ -113,7 +148,10 @@ class Distil(Defence):
         pools.append((retain_x, retained, 1 - forget_share - off_share - graft_share))
         if off:
             images = torch.cat(off)
-            pools.append((images, logits_of(original, images), off_share))
+            off_targets = logits_of(original, images)
+            if config.flat_off:
+                off_targets[:generic] = 0.0
+            pools.append((images, off_targets, off_share))
         if forgetting:
             targets = kept_forgotten(
                 logits_of(task.model, task.forget_x), list(task.forget_classes), config.margin
@@ -125,6 +163,7 @@ class Distil(Defence):
         counts = [max(1, round(share * config.batch_size)) for _, _, share in pools]
         steps = config.epochs * max(1, len(task.retain_x) // config.batch_size)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        quantiles = row_quantiles(task)
         model.train()
         for _ in range(steps):
             xs, ts = [], []
@@ -138,4 +177,30 @@ class Distil(Defence):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if config.match_row and forgetting:
+                hold_row(model, task, quantiles)
         return model.cpu().eval()
+
+
+def row_quantiles(task: DefenceTask) -> torch.Tensor:
+    """``(2, F)`` quantiles in ``[0.25, 0.75]`` (bias, norm per forgotten class) for
+    :func:`hold_row`, drawn from the unlearner's seed and the forget set, so that targets of one
+    seed do not all land on the same rank."""
+    mask = sum(1 << c for c in task.forget_classes)
+    generator = torch.Generator().manual_seed(task.seed * 1_000_003 + mask)
+    return 0.25 + 0.5 * torch.rand((2, len(task.forget_classes)), generator=generator)
+
+
+def hold_row(model: ImageClassifier, task: DefenceTask, quantiles: torch.Tensor) -> None:
+    """Set each forgotten class's classifier bias and row norm, in place, to quantiles of the
+    retained classes' (``quantiles`` ``(2, F)``: bias, norm per forgotten class, in ``[0, 1]``).
+    A quantile, not the median: the median of nine is one retained class's value, and a tie
+    would itself be a tell."""
+    forgotten, retained = list(task.forget_classes), list(task.retained_classes)
+    weight, bias = model.classifier.weight, model.classifier.bias
+    with torch.no_grad():
+        norms = weight.norm(dim=1)
+        wanted = torch.quantile(norms[retained], quantiles[1])
+        weight[forgotten] *= (wanted / norms[forgotten].clamp_min(1e-12)).unsqueeze(1)
+        if bias is not None:
+            bias[forgotten] = torch.quantile(bias[retained], quantiles[0])

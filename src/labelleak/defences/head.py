@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labelleak.attacks.inversion.white_box import GradientInversionConfig, invert_classes
+from labelleak.data.unrelated import photo_patch_images
 from labelleak.defences.base import DefenceTask
 from labelleak.training import predict_logits
 
@@ -40,6 +41,31 @@ def uniform_noise(task: DefenceTask, count: int) -> torch.Tensor:
     shape = tuple(task.retain_x.shape[1:])
     generator = torch.Generator().manual_seed(task.seed + 1)
     return torch.rand((count, *shape), generator=generator)
+
+
+def photo_patches(task: DefenceTask, count: int) -> torch.Tensor:
+    """``count`` crops of scikit-learn's two bundled photographs ``(count, C, H, W)`` in
+    ``[0, 1]``, resized to the task's input shape and seeded by the task: natural-image
+    statistics no attacker's data decides."""
+    shape = tuple(task.retain_x.shape[1:])
+    generator = torch.Generator().manual_seed(task.seed + 3)
+    return photo_patch_images(count, shape, generator)  # type: ignore[arg-type]
+
+
+def retained_mixes(task: DefenceTask, count: int) -> torch.Tensor:
+    """``count`` off-manifold images ``(count, C, H, W)`` in ``[0, 1]`` made from the retained
+    training images: a random convex mix of two of them, thickened (a 3x3 max filter) for half,
+    inverted for a quarter. Shapes like the data's that no class owns."""
+    generator = torch.Generator().manual_seed(task.seed + 5)
+    first = torch.randint(len(task.retain_x), (count,), generator=generator)
+    second = torch.randint(len(task.retain_x), (count,), generator=generator)
+    weight = torch.rand((count, 1, 1, 1), generator=generator)
+    images = weight * task.retain_x[first] + (1 - weight) * task.retain_x[second]
+    thick = torch.rand(count, generator=generator) < 0.5
+    images[thick] = F.max_pool2d(images[thick], 3, stride=1, padding=1)
+    inverted = torch.rand(count, generator=generator) < 0.25
+    images[inverted] = 1 - images[inverted]
+    return images
 
 
 def inversion_probes(
