@@ -36,6 +36,7 @@ from bench_query_budget import budget_table
 from bench_query_budget import summary as summary_by_budget
 from common import ROOT, with_sizes
 
+from labelleak.defences import NO_DEFENCE
 from labelleak.report import attack_summary, format_rate, load_results, unlearning_summary
 from labelleak.report.tables import (
     best_rule,
@@ -68,8 +69,11 @@ class Section:
     summary: Callable[[Path], str] | None = None
     #: Files archived and rendered when the run made them (a benchmark run without a phase).
     optional: tuple[str, ...] = ()
-    #: The column ``archive --merge`` replaces rows by (the defences of a partial rerun).
+    #: The column ``archive --merge`` replaces rows by (the defences of a partial rerun), and
+    #: the value whose rows every run must hold alike (the undefended control, which the kept
+    #: rows are compared with).
     merge_by: str | None = None
+    merge_control: str = NO_DEFENCE
 
 
 def grid_tables(folder: Path) -> str:
@@ -271,6 +275,7 @@ SECTIONS = [
             summary=defence_headline,
             optional=("adaptive/attacks.csv",),
             merge_by="defence",
+            merge_control=NO_DEFENCE,
         )
         for dataset, name in PAPER_DATASETS
     ),
@@ -401,6 +406,7 @@ def merged(
         if not archived.is_file():
             continue
         old = pd.read_csv(archived, dtype=str, keep_default_na=False)
+        check_control(old, frame, column, section.merge_control, f"{section.name}/{name}")
         keep = old[~old[column].isin(set(frame[column]))]
         if keep.empty:
             continue
@@ -413,6 +419,10 @@ def merged(
         if values:
             kept.append({"file": name, "values": sorted(values),
                          "date": before["date"], "code": before["code"]})  # fmt: skip
+    if not any((frame[column] == section.merge_control).any() for frame in frames.values()):
+        raise SystemExit(
+            f"{section.name}: a merged rerun must include the '{section.merge_control}' control"
+        )
     for name in section.optional:  # a phase the rerun skipped stays as it was
         archived = target / f"{name}.gz"
         if name not in frames and archived.is_file():
@@ -426,6 +436,24 @@ def merged(
                 kept.append({"file": name, "values": sorted(own),
                              "date": before["date"], "code": before["code"]})  # fmt: skip
     return result, kept
+
+
+def check_control(
+    old: pd.DataFrame, new: pd.DataFrame, column: str, control: str, where: str
+) -> None:
+    """Exit with one line unless ``old`` and ``new`` hold the same ``control`` rows (timings
+    aside): kept rows were compared with the old control, so the models must be the same ones.
+    Float results differ between machines, so a merge across machines is refused here."""
+
+    def rows(frame: pd.DataFrame) -> pd.DataFrame:
+        part = frame[frame[column] == control].drop(columns=["seconds"], errors="ignore")
+        return part.sort_values(list(part.columns)).reset_index(drop=True)
+
+    if (new[column] == control).any() and not rows(old).equals(rows(new)):
+        raise SystemExit(
+            f"{where}: the rerun's '{control}' rows differ from the archived ones (other models: "
+            "another machine or code); rerun every defence and archive without --merge"
+        )
 
 
 def unpacked(folder: Path, files: tuple[str, ...]) -> tempfile.TemporaryDirectory[str]:

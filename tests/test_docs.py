@@ -257,3 +257,9 @@ def test_archive_merge_replaces_the_rerun_defences_rows_only(tmp_path) -> None:
     assert "the rows of distil are from" in section
     graft = next(line for line in section.splitlines() if line.startswith("| graft"))
     assert graft.count("0.0 [0.0, 65.8] n=2") == 2
+    # Another machine's undefended models: the kept rows would be paired with other models.
+    shutil.rmtree(results)
+    write_defence_grid(results / "bench-defences" / "mnist", (("none", (1, 0)),))
+    done = run_script(*archive, "--merge")
+    assert done.returncode != 0 and "rows differ from the archived ones" in done.stderr
+    assert len(pd.read_csv(data / "defences-mnist" / "plain" / "attacks.csv.gz")) == 6
