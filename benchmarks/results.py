@@ -236,7 +236,7 @@ MARGIN_COMMAND = (
 PAPER_DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 DEFENCE_COMMAND = (
     "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_defences.py --only {dataset} --seeds 0 "
-    "--pairs 0 --defences none calibrate-logit distil graft --adaptive-defences none distil graft "
+    "--pairs 0 --defences none calibrate-logit distil graft --adaptive-defences graft "
     "--workers 2 -q"
 )
 DEFENCE_INTRO = (
