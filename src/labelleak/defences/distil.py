@@ -27,7 +27,7 @@ for the retained images), whatever their counts.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from pydantic import Field
@@ -43,6 +43,19 @@ from labelleak.defences.head import (
 from labelleak.defences.refit import grafted, kept_forgotten
 from labelleak.models.base import ImageClassifier
 
+#: The off-data settings' descriptions, shared with :class:`~labelleak.defences.graft.GraftConfig`
+#: (which turns them on).
+PATCHES = "crops of scikit-learn's photographs among the off-data inputs"
+MIXES = "mixed, thickened or inverted retained images among the off-data inputs"
+FLAT_OFF = (
+    "answer noise, patches and mixes with equal logits for every class instead of the original's"
+)
+MATCH_ROW = (
+    "after every step, hold each forgotten class's bias and row norm at a quantile of the "
+    "retained classes' (drawn between the quartiles by the unlearner's seed): retrain leaves "
+    "both lowest, which head-bias and head-norm read"
+)
+
 
 class DistilConfig(DefenceConfig):
     """Settings of ``distil``. The defaults were chosen on MNIST (LeNet-5, 1,000 images per
@@ -50,29 +63,20 @@ class DistilConfig(DefenceConfig):
     and 0.3, 32 and 64 prototypes: the larger ones took invert-white's ``top`` from 40% to 5%
     at the same forget and retained accuracy; about 15 s per model on one CPU thread."""
 
+    # The off-data settings came later; at these values distil is what it was, so its cached
+    # models keep their keys.
+    added_later: ClassVar[dict[str, object]] = {
+        "patches": 0, "mixes": 0, "flat_off": False, "match_row": False
+    }  # fmt: skip
+
     epochs: int = Field(8, ge=1, description="passes over the retained training images")
     batch_size: int = Field(256, ge=8, description="images per step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     noise: int = Field(4000, ge=0, description="uniform-noise images the original is imitated on")
-    patches: int = Field(
-        0, ge=0, description="crops of scikit-learn's photographs the original is imitated on"
-    )
-    mixes: int = Field(
-        0,
-        ge=0,
-        description="mixed, thickened or inverted retained images the original is imitated on",
-    )
-    flat_off: bool = Field(
-        False,
-        description="answer noise, patches and mixes with equal logits for every class instead "
-        "of the original's",
-    )
-    match_row: bool = Field(
-        False,
-        description="after every step, hold each forgotten class's bias and row norm at a "
-        "quantile of the retained classes' (drawn between the quartiles by the unlearner's "
-        "seed): retrain leaves both lowest, which head-bias and head-norm read",
-    )
+    patches: int = Field(0, ge=0, description=PATCHES)
+    mixes: int = Field(0, ge=0, description=MIXES)
+    flat_off: bool = Field(False, description=FLAT_OFF)
+    match_row: bool = Field(False, description=MATCH_ROW)
     probes_per_class: int = Field(
         64, ge=0, description="inversion prototypes of the original per class and depth"
     )
@@ -163,7 +167,7 @@ class Distil(Defence):
         counts = [max(1, round(share * config.batch_size)) for _, _, share in pools]
         steps = config.epochs * max(1, len(task.retain_x) // config.batch_size)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        quantiles = row_quantiles(task)
+        quantiles = row_quantiles(task) if config.match_row and forgetting else None
         model.train()
         for _ in range(steps):
             xs, ts = [], []
@@ -177,7 +181,7 @@ class Distil(Defence):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if config.match_row and forgetting:
+            if quantiles is not None:
                 hold_row(model, task, quantiles)
         return model.cpu().eval()
 

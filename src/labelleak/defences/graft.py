@@ -29,7 +29,15 @@ import torch
 from pydantic import Field
 
 from labelleak.defences.base import DefenceTask, register_defence
-from labelleak.defences.distil import Distil, DistilConfig, Grafts
+from labelleak.defences.distil import (
+    FLAT_OFF,
+    MATCH_ROW,
+    MIXES,
+    PATCHES,
+    Distil,
+    DistilConfig,
+    Grafts,
+)
 from labelleak.defences.head import features_of, logits_of
 from labelleak.defences.refit import grafted
 from labelleak.models.base import ImageClassifier
@@ -55,24 +63,10 @@ class GraftConfig(DistilConfig):
     )
     # Distil's off-manifold settings, on by default here (docs/choices.md, graft v2): with them
     # the forgotten class stops being the one that wins least on unrelated images.
-    patches: int = Field(
-        2000, ge=0, description="crops of scikit-learn's photographs answered off the data"
-    )
-    mixes: int = Field(
-        2000,
-        ge=0,
-        description="mixed, thickened or inverted retained images answered off the data",
-    )
-    flat_off: bool = Field(
-        True,
-        description="answer noise, patches and mixes with equal logits for every class instead "
-        "of the original's",
-    )
-    match_row: bool = Field(
-        True,
-        description="hold each forgotten class's bias and row norm at a quantile of the "
-        "retained classes' after every step",
-    )
+    patches: int = Field(2000, ge=0, description=PATCHES)
+    mixes: int = Field(2000, ge=0, description=MIXES)
+    flat_off: bool = Field(True, description=FLAT_OFF)
+    match_row: bool = Field(True, description=MATCH_ROW)
 
 
 @register_defence("graft")
