@@ -395,23 +395,29 @@ def merged(
     frames: dict[str, pd.DataFrame], target: Path, section: Section
 ) -> tuple[dict[str, pd.DataFrame], list[dict[str, Any]]]:
     """``frames`` with the rows of ``target``'s archive whose ``section.merge_by`` value they
-    lack put back, and, per file, which values were kept from which run: rows an earlier merge
-    kept keep that earlier origin."""
+    lack put back (an optional file the rerun did not make stays whole), and, per file, which
+    values were kept from which run: rows an earlier merge kept keep that earlier origin."""
     column = section.merge_by
     assert column is not None
+    if not any((frame[column] == section.merge_control).any() for frame in frames.values()):
+        raise SystemExit(
+            f"{section.name}: a merged rerun must include the '{section.merge_control}' control"
+        )
     before = json.loads((target / META).read_text())
     result, kept = dict(frames), []
-    for name, frame in frames.items():
+    for name in (*frames, *(n for n in section.optional if n not in frames)):
         archived = target / f"{name}.gz"
         if not archived.is_file():
             continue
         old = pd.read_csv(archived, dtype=str, keep_default_na=False)
-        check_control(old, frame, column, section.merge_control, f"{section.name}/{name}")
-        keep = old[~old[column].isin(set(frame[column]))]
-        if keep.empty:
+        new = frames.get(name)
+        if new is not None:
+            check_control(old, new, column, section.merge_control, f"{section.name}/{name}")
+            old = old[~old[column].isin(set(new[column]))]
+        if old.empty:
             continue
-        result[name] = pd.concat([keep, frame], ignore_index=True)
-        values = set(keep[column])
+        result[name] = old if new is None else pd.concat([old, new], ignore_index=True)
+        values = set(old[column])
         for entry in before.get("kept", []):
             if entry["file"] == name and values & set(entry["values"]):
                 kept.append({**entry, "values": sorted(values & set(entry["values"]))})
@@ -419,22 +425,6 @@ def merged(
         if values:
             kept.append({"file": name, "values": sorted(values),
                          "date": before["date"], "code": before["code"]})  # fmt: skip
-    if not any((frame[column] == section.merge_control).any() for frame in frames.values()):
-        raise SystemExit(
-            f"{section.name}: a merged rerun must include the '{section.merge_control}' control"
-        )
-    for name in section.optional:  # a phase the rerun skipped stays as it was
-        archived = target / f"{name}.gz"
-        if name not in frames and archived.is_file():
-            old = pd.read_csv(archived, dtype=str, keep_default_na=False)
-            result[name] = old
-            kept.extend(
-                {**entry, "file": name} for entry in before.get("kept", []) if entry["file"] == name
-            )
-            own = set(old[column]) - {v for k in kept if k["file"] == name for v in k["values"]}
-            if own:
-                kept.append({"file": name, "values": sorted(own),
-                             "date": before["date"], "code": before["code"]})  # fmt: skip
     return result, kept
 
 
